@@ -1,0 +1,74 @@
+"""Loading certificates and CRLs from PEM/DER, tolerating known vendor quirks explicitly."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509 import Certificate, CertificateRevocationList
+
+from veritee.errors import EvidenceFormatError
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-----", re.DOTALL
+)
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----\s+.+?-----END X509 CRL-----", re.DOTALL)
+
+
+def fingerprint(cert: Certificate) -> str:
+    """SHA-256 of the DER encoding, lowercase hex: the form roots are pinned by."""
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _load_der_cert(der: bytes) -> Certificate:
+    # AMD VCEKs carry serial number 0, which RFC 5280 forbids; cryptography warns
+    # and still parses. That quirk is accepted here on purpose, nothing else is.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*serial number.*", category=CryptographyDeprecationWarning
+        )
+        return x509.load_der_x509_certificate(der)
+
+
+def load_certificates(data: bytes, *, what: str = "certificate") -> list[Certificate]:
+    """All certificates in ``data`` (one DER certificate, or any number of PEM blocks)."""
+    try:
+        blocks = _PEM_CERT.findall(data)
+        if blocks:
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=".*serial number.*", category=CryptographyDeprecationWarning
+                )
+                return [x509.load_pem_x509_certificate(b) for b in blocks]
+        return [_load_der_cert(data)]
+    except ValueError as exc:
+        raise EvidenceFormatError(f"{what}: not a valid X.509 certificate ({exc})") from exc
+
+
+def load_certificate(data: bytes, *, what: str = "certificate") -> Certificate:
+    certs = load_certificates(data, what=what)
+    if len(certs) != 1:
+        raise EvidenceFormatError(f"{what}: expected one certificate, found {len(certs)}")
+    return certs[0]
+
+
+def load_crls(data: bytes, *, what: str = "CRL") -> list[CertificateRevocationList]:
+    try:
+        blocks = _PEM_CRL.findall(data)
+        if blocks:
+            return [x509.load_pem_x509_crl(b) for b in blocks]
+        return [x509.load_der_x509_crl(data)]
+    except ValueError as exc:
+        raise EvidenceFormatError(f"{what}: not a valid X.509 CRL ({exc})") from exc
+
+
+def common_name(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if not attrs:
+        return ""
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")

@@ -1,0 +1,1 @@
+"""Evidence types: one package per TEE, each with format, verify and claims modules."""

@@ -1,0 +1,1 @@
+"""AMD SEV-SNP: attestation report format, verification against AMD's roots, claims."""

@@ -1,0 +1,342 @@
+"""Verify an SEV-SNP report: VCEK/VLEK signature, AMD chain to a pinned ARK, TCB extensions.
+
+Pure: takes the parsed report, the gathered collateral, the trust roots and an
+explicit ``now``; returns :class:`VerifiedSnpReport` or raises a
+:class:`~veritee.errors.VerificationError` subclass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from threading import Lock
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509 import Certificate, CertificateRevocationList, ExtensionNotFound
+
+from veritee.clock import require_aware
+from veritee.errors import (
+    ChainError,
+    EvidenceFormatError,
+    MismatchError,
+    SignatureError,
+    VerificationError,
+)
+from veritee.pki import oids
+from veritee.pki.certs import common_name, fingerprint
+from veritee.pki.chain import Chain, SignaturePolicy, build_chain, check_validity
+from veritee.pki.crl import check_not_revoked
+from veritee.pki.der import decode_integer, decode_string, read_tlv
+from veritee.tee.snp.report import (
+    SIG_ALGO_ECDSA_P384_SHA384,
+    Product,
+    SigningKey,
+    SnpReport,
+    TcbVersion,
+)
+
+# SHA-256 of the DER of each AMD Root Key, per product (from AMD KDS cert_chain).
+PINNED_ARK_FINGERPRINTS: Mapping[Product, str] = {
+    Product.MILAN: "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+    Product.GENOA: "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
+    Product.TURIN: "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+}
+
+# AMD signs ARK, ASK/ASVK and VCEK/VLEK with RSASSA-PSS over SHA-384.
+AMD_SIGNATURE_POLICY = SignaturePolicy(rsa_pss_only=True, hash_name="sha384")
+
+
+@dataclass(frozen=True)
+class TrustRoots:
+    """ARKs that may anchor a chain: fingerprint -> (product, certificate)."""
+
+    anchors: Mapping[str, tuple[Product, Certificate]]
+    simulated: bool = False
+
+    @classmethod
+    def amd(cls, candidates: Iterable[Certificate]) -> TrustRoots:
+        """Keep only the candidates whose fingerprint is one of AMD's pinned ARKs."""
+        by_fp = {fp: p for p, fp in PINNED_ARK_FINGERPRINTS.items()}
+        anchors = {}
+        for cert in candidates:
+            fp = fingerprint(cert)
+            if fp in by_fp:
+                anchors[fp] = (by_fp[fp], cert)
+        return cls(anchors)
+
+    def with_root(self, cert: Certificate, product: Product | None = None) -> TrustRoots:
+        """Add an explicitly trusted root (a lab or simulator ARK the caller chose)."""
+        if product is None:
+            cn = common_name(cert.subject)
+            if not cn.startswith("ARK-"):
+                raise ChainError(
+                    f"trust root {cn!r} is not an ARK: cannot tell its product",
+                    hint="its subject CN must be ARK-Milan, ARK-Genoa or ARK-Turin",
+                )
+            product = Product.from_name(cn[4:])
+        anchors = dict(self.anchors)
+        anchors[fingerprint(cert)] = (product, cert)
+        return TrustRoots(anchors, simulated=True)
+
+
+@dataclass(frozen=True)
+class SnpCollateral:
+    """Everything verification needs besides the report, already gathered (no I/O here)."""
+
+    vek: Certificate | None
+    intermediates: tuple[Certificate, ...] = ()
+    crls: tuple[CertificateRevocationList, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class VekInfo:
+    """The AMD extensions of a VCEK/VLEK that bind it to a chip and a TCB."""
+
+    product_name: str
+    hwid: bytes | None
+    tcb: Mapping[str, int]
+    csp_id: str | None
+
+
+@dataclass(frozen=True)
+class VerifiedSnpReport:
+    report: SnpReport
+    product: Product
+    signing_key: SigningKey
+    chain: Chain
+    vek: VekInfo
+    simulated: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+
+def _ext_value(cert: Certificate, oid: object) -> bytes | None:
+    try:
+        ext = cert.extensions.get_extension_for_oid(oid)  # type: ignore[arg-type]
+    except ExtensionNotFound:
+        return None
+    value = getattr(ext.value, "value", None)
+    return value if isinstance(value, bytes) else None
+
+
+def parse_vek_extensions(cert: Certificate) -> VekInfo:
+    """Read the AMD extensions; malformed values make the certificate unusable."""
+    try:
+        raw_name = _ext_value(cert, oids.AMD_PRODUCT_NAME)
+        product_name = decode_string(raw_name) if raw_name else ""
+        tcb: dict[str, int] = {}
+        for name, oid in (
+            ("bootloader", oids.AMD_BL_SPL),
+            ("tee", oids.AMD_TEE_SPL),
+            ("snp", oids.AMD_SNP_SPL),
+            ("microcode", oids.AMD_UCODE_SPL),
+            ("fmc", oids.AMD_FMC_SPL),
+        ):
+            raw = _ext_value(cert, oid)
+            if raw is not None:
+                tcb[name] = decode_integer(raw)
+        hwid = _ext_value(cert, oids.AMD_HWID)
+        if hwid is not None and len(hwid) not in (8, 64):
+            # Some encoders wrap the id in an OCTET STRING; accept exactly that form.
+            tag, inner = read_tlv(hwid)
+            if tag != 0x04 or len(inner) not in (8, 64):
+                raise EvidenceFormatError("hwID extension has an unexpected length")
+            hwid = inner
+        raw_csp = _ext_value(cert, oids.AMD_CSP_ID)
+        csp_id = decode_string(raw_csp) if raw_csp else None
+    except EvidenceFormatError as exc:
+        raise ChainError(f"{common_name(cert.subject)}: bad AMD extension: {exc}") from None
+    return VekInfo(product_name=product_name, hwid=hwid, tcb=tcb, csp_id=csp_id)
+
+
+class _Memo:
+    """Bounded memo of work that depends only on immutable inputs (chains, extensions).
+
+    Verified chains are keyed by the exact certificates and anchors involved, so
+    a hit proves the same bytes were verified before; validity at ``now`` and
+    CRLs are still checked on every call.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[object, ...], object] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, key: tuple[object, ...]) -> object | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[object, ...], value: object) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_MEMO = _Memo()
+
+
+def _chain_for(vek: Certificate, collateral: SnpCollateral, roots: TrustRoots) -> tuple[Chain, VekInfo]:
+    anchors = {fp: cert for fp, (_, cert) in roots.anchors.items()}
+    key = (
+        "chain",
+        fingerprint(vek),
+        tuple(sorted(fingerprint(c) for c in collateral.intermediates)),
+        tuple(sorted(anchors)),
+    )
+    hit = _MEMO.get(key)
+    if isinstance(hit, tuple):
+        return hit  # type: ignore[return-value]
+    # Validity at ``now`` is checked by the caller on every call, so the path is cacheable.
+    chain = build_chain(vek, collateral.intermediates, anchors, None, policy=AMD_SIGNATURE_POLICY)
+    info = parse_vek_extensions(vek)
+    result = (chain, info)
+    _MEMO.put(key, result)
+    return result
+
+
+def _check_signature(report: SnpReport, vek: Certificate) -> None:
+    if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
+        raise SignatureError(
+            f"SNP report signature algorithm {report.signature_algo} is not ECDSA P-384/SHA-384"
+        )
+    key = vek.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise ChainError(f"{common_name(vek.subject)}: endorsement key is not ECDSA P-384")
+    sig = encode_dss_signature(report.signature.r, report.signature.s)
+    try:
+        key.verify(sig, report.signed_bytes(), ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        raise SignatureError(
+            "SNP report signature does not verify with the "
+            f"{report.key_info.signing_key.name} of this chip and TCB",
+            hint="the report was altered, or the VCEK is for another chip or TCB",
+        ) from None
+
+
+def _check_tcb_binding(report: SnpReport, info: VekInfo, product: Product, vek_kind: str) -> None:
+    tcb: TcbVersion = report.reported_tcb
+    wanted = tcb.spls()
+    for name, value in wanted.items():
+        got = info.tcb.get(name)
+        if got is None:
+            raise MismatchError(f"{vek_kind} has no {name} SPL extension")
+        if got != value:
+            raise MismatchError(
+                f"{vek_kind} is for {name} SPL {got}, the report's reported TCB has {value}",
+                hint="fetch the VCEK for the reported TCB (KDS URL parameters = reported_tcb)",
+            )
+    if product.has_fmc and "fmc" not in info.tcb:
+        raise MismatchError(f"{vek_kind} for {product.value} lacks the FMC SPL extension")
+
+
+def _check_hwid(report: SnpReport, info: VekInfo, product: Product) -> None:
+    if report.key_info.mask_chip_key:
+        return  # the guest asked firmware to zero CHIP_ID; nothing to compare
+    if info.hwid is None:
+        raise MismatchError("VCEK has no hwID extension")
+    expected = report.chip_id[: len(info.hwid)]
+    if product is Product.TURIN and len(info.hwid) != 8:
+        raise MismatchError("Turin VCEK hwID must be 8 bytes")
+    if not hmac.compare_digest(expected, info.hwid) or (
+        len(info.hwid) == 8 and any(report.chip_id[8:])
+    ):
+        raise MismatchError(
+            "VCEK belongs to another chip (hwID != report CHIP_ID)",
+            hint="fetch the VCEK for this chip id",
+        )
+
+
+def verify_report(
+    report: SnpReport,
+    collateral: SnpCollateral,
+    roots: TrustRoots,
+    now: dt.datetime,
+    *,
+    expected_report_data: bytes | None = None,
+) -> VerifiedSnpReport:
+    """Check that ``report`` was signed by an AMD-endorsed key of this chip and TCB."""
+    now = require_aware(now)
+    signing_key = report.key_info.signing_key
+    if signing_key is SigningKey.NONE:
+        raise VerificationError("SNP report is not signed (SIGNING_KEY = none)")
+    vek_kind = signing_key.name
+    vek = collateral.vek
+    if vek is None:
+        raise VerificationError(f"no {vek_kind} certificate to verify the report with")
+    cn = common_name(vek.subject)
+    if cn != f"SEV-{vek_kind}":
+        raise MismatchError(
+            f"the report is signed by a {vek_kind} but the certificate given is {cn!r}",
+            hint=f"supply the {vek_kind} certificate",
+        )
+    if not roots.anchors:
+        raise ChainError(
+            "no trusted AMD root available",
+            hint="supply AMD's cert_chain (ASK+ARK) as collateral, or --fetch",
+        )
+
+    chain, info = _chain_for(vek, collateral, roots)
+    product, _ = roots.anchors[fingerprint(chain.root)]
+
+    # Intermediate naming follows the key type: ASK for VCEKs, ASVK (SEV-VLEK-*) for VLEKs.
+    issuer_cn = common_name(chain.issuer_of(0).subject)
+    expected_issuer = f"SEV-{product.value}" if signing_key is SigningKey.VCEK else (
+        f"SEV-VLEK-{product.value}"
+    )
+    if issuer_cn != expected_issuer:
+        raise ChainError(f"{vek_kind} is issued by {issuer_cn!r}, expected {expected_issuer!r}")
+
+    for cert in chain.certs:
+        check_validity(cert, now)
+    for crl in collateral.crls:
+        if crl.issuer == chain.root.subject:
+            check_not_revoked(crl, chain.root, chain.certs[:-1], now)
+
+    if not info.product_name or Product.from_name(info.product_name) is not product:
+        raise MismatchError(
+            f"{vek_kind} product name {info.product_name!r} does not match the "
+            f"{product.value} root it chains to"
+        )
+    stated = report.product
+    if stated is not None and stated is not product:
+        raise MismatchError(
+            f"report CPUID identifies {stated.value} but the key chains to {product.value}"
+        )
+    if stated is None and product.has_fmc:
+        # A report without CPUID was parsed with the pre-Turin TCB layout.
+        report = SnpReport.from_bytes(report.to_bytes(), product=product)
+
+    _check_signature(report, vek)
+    _check_tcb_binding(report, info, product, vek_kind)
+    if signing_key is SigningKey.VCEK:
+        _check_hwid(report, info, product)
+
+    if expected_report_data is not None:
+        if len(expected_report_data) > 64:
+            raise MismatchError("expected report data is longer than 64 bytes")
+        padded = expected_report_data.ljust(64, b"\0")
+        if not hmac.compare_digest(padded, report.report_data):
+            raise MismatchError(
+                "REPORT_DATA does not match the expected value",
+                hint="the evidence was produced for another nonce or key",
+            )
+
+    return VerifiedSnpReport(
+        report=report,
+        product=product,
+        signing_key=signing_key,
+        chain=chain,
+        vek=info,
+        simulated=roots.simulated and fingerprint(chain.root) not in PINNED_ARK_FINGERPRINTS.values(),
+    )
