@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install everything veritee and its tests need on a fresh Debian machine:
 # system packages (oracles used by the tests), a virtual environment, the package.
+# Feature areas add Debian packages in scripts/setup.d/*.apt (one name per line)
+# and extra steps in scripts/setup.d/*.sh (run after the venv exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openssl)
+mapfile -t APT_PACKAGES < <(cat scripts/setup.d/*.apt 2>/dev/null | sed 's/#.*//' | xargs -n1 | sort -u)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -16,8 +18,9 @@ fi
 if ((${#need_apt[@]})); then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing Debian packages: ${need_apt[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -25,3 +28,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+
+for hook in scripts/setup.d/*.sh; do
+    [ -e "$hook" ] || continue
+    bash "$hook"
+done

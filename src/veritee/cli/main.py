@@ -22,6 +22,11 @@ app = typer.Typer(
 app.add_typer(verify.app, name="verify")
 app.add_typer(sim.app, name="sim")
 
+# Feature modules register their commands on import (e.g. ``@verify.app.command("tdx")``).
+# One import line per module, kept sorted.
+# -- feature command modules --
+# -- end feature command modules --
+
 
 @app.command()
 def version() -> None:
