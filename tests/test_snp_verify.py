@@ -202,8 +202,9 @@ NOW = dt.datetime(2026, 6, 1, tzinfo=UTC)
 def test_simulated_report_verifies_only_with_explicit_root(sim_milan: SimulatedSnpPlatform) -> None:
     report = sim_milan.report(report_data=b"nonce")
     col = sim_collateral(sim_milan)
-    v = verify_report(report, col, TrustRoots.amd(()).with_root(sim_milan.ark), NOW,
-                      expected_report_data=b"nonce")
+    v = verify_report(
+        report, col, TrustRoots.amd(()).with_root(sim_milan.ark), NOW, expected_report_data=b"nonce"
+    )
     assert v.simulated
     assert SnpClaims.from_verified(v).simulated is True
     with pytest.raises(ChainError):
@@ -215,8 +216,9 @@ def test_simulated_turin_report_uses_fmc_layout(sim_turin: SimulatedSnpPlatform)
     assert report.reported_tcb.fmc == 0
     parsed = SnpReport.from_bytes(report.to_bytes())
     assert parsed == report
-    v = verify_report(parsed, sim_collateral(sim_turin),
-                      TrustRoots.amd(()).with_root(sim_turin.ark), NOW)
+    v = verify_report(
+        parsed, sim_collateral(sim_turin), TrustRoots.amd(()).with_root(sim_turin.ark), NOW
+    )
     assert v.product is Product.TURIN
     assert SnpClaims.from_verified(v).to_json()["reported_tcb_fmc"] == 0
 
@@ -250,7 +252,9 @@ def test_tcb_rollback_report_needs_its_own_vcek(sim_milan: SimulatedSnpPlatform)
     with pytest.raises(MismatchError):
         verify_report(sim_milan.report(tcb=older), sim_collateral(sim_milan), roots, NOW)
     older_vcek = sim_milan.issue_vcek(older)
-    v = verify_report(sim_milan.report(tcb=older), sim_collateral(sim_milan, older_vcek), roots, NOW)
+    v = verify_report(
+        sim_milan.report(tcb=older), sim_collateral(sim_milan, older_vcek), roots, NOW
+    )
     assert v.report.reported_tcb == older
 
 
@@ -268,8 +272,12 @@ def test_product_name_mismatch_is_refused(sim_milan: SimulatedSnpPlatform) -> No
         verify_report(sim_milan.report(), sim_collateral(sim_milan, vcek), roots, NOW)
 
 
-def _crl(p: SimulatedSnpPlatform, revoked: list[int], next_update: dt.datetime,
-         signer: object | None = None) -> x509.CertificateRevocationList:
+def _crl(
+    p: SimulatedSnpPlatform,
+    revoked: list[int],
+    next_update: dt.datetime,
+    signer: object | None = None,
+) -> x509.CertificateRevocationList:
     b = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(p.ark.subject)
@@ -294,20 +302,23 @@ def test_crl_revoking_the_ask_is_honoured(sim_milan: SimulatedSnpPlatform) -> No
     verify_report(sim_milan.report(), replace(sim_collateral(sim_milan), crls=(ok,)), roots, NOW)
     revoked = _crl(sim_milan, [sim_milan.ask.serial_number], later)
     with pytest.raises(RevokedError):
-        verify_report(sim_milan.report(), replace(sim_collateral(sim_milan), crls=(revoked,)),
-                      roots, NOW)
+        verify_report(
+            sim_milan.report(), replace(sim_collateral(sim_milan), crls=(revoked,)), roots, NOW
+        )
 
 
 def test_stale_or_forged_crl_fails_closed(sim_milan: SimulatedSnpPlatform) -> None:
     roots = TrustRoots.amd(()).with_root(sim_milan.ark)
     stale = _crl(sim_milan, [], dt.datetime(2025, 2, 1, tzinfo=UTC))
     with pytest.raises(ExpiredError, match="stale"):
-        verify_report(sim_milan.report(), replace(sim_collateral(sim_milan), crls=(stale,)),
-                      roots, NOW)
+        verify_report(
+            sim_milan.report(), replace(sim_collateral(sim_milan), crls=(stale,)), roots, NOW
+        )
     forged = _crl(sim_milan, [], dt.datetime(2027, 1, 1, tzinfo=UTC), signer=sim_milan.ask_key)
     with pytest.raises(ChainError, match="CRL signature"):
-        verify_report(sim_milan.report(), replace(sim_collateral(sim_milan), crls=(forged,)),
-                      roots, NOW)
+        verify_report(
+            sim_milan.report(), replace(sim_collateral(sim_milan), crls=(forged,)), roots, NOW
+        )
 
 
 def test_expired_chain_is_refused(sim_milan: SimulatedSnpPlatform) -> None:
@@ -322,5 +333,4 @@ def test_naive_time_is_refused(sim_milan: SimulatedSnpPlatform) -> None:
 
     roots = TrustRoots.amd(()).with_root(sim_milan.ark)
     with pytest.raises(ConfigError):
-        verify_report(sim_milan.report(), sim_collateral(sim_milan), roots,
-                      dt.datetime(2026, 1, 1))  # noqa: DTZ001
+        verify_report(sim_milan.report(), sim_collateral(sim_milan), roots, dt.datetime(2026, 1, 1))

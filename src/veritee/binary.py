@@ -7,6 +7,8 @@ parser built on it cannot crash on truncated or arbitrary input.
 
 from __future__ import annotations
 
+import builtins
+
 from veritee.errors import EvidenceFormatError
 
 
@@ -54,9 +56,7 @@ class Reader:
         start = self._pos
         chunk = self._take(n, field)
         if any(chunk):
-            raise EvidenceFormatError(
-                f"{self._what}: {field} at offset {start:#x} must be zero"
-            )
+            raise EvidenceFormatError(f"{self._what}: {field} at offset {start:#x} must be zero")
 
     def u8(self, field: str = "u8") -> int:
         return self._take(1, field)[0]
@@ -79,7 +79,7 @@ class Reader:
     def u64be(self, field: str = "u64") -> int:
         return int.from_bytes(self._take(8, field), "big")
 
-    def rest(self, field: str = "rest") -> bytes:
+    def rest(self, field: str = "rest") -> builtins.bytes:
         return self._take(self.remaining, field)
 
     def expect_end(self) -> None:
@@ -135,5 +135,5 @@ class Writer:
     def u64be(self, value: int) -> Writer:
         return self._int(value, 8, "big")
 
-    def getvalue(self) -> bytes:
+    def getvalue(self) -> builtins.bytes:
         return bytes(self._buf)

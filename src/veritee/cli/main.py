@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import warnings
 
-import click
 import typer
 
 from veritee import __version__
+from veritee.cli import output, sim, verify
 from veritee.clock import utcnow
 from veritee.errors import VeriteeError
-from veritee.cli import output, sim, verify
 
 app = typer.Typer(
     name="veritee",
@@ -56,15 +55,22 @@ def demo() -> None:
         now,
         expected_report_data=nonce,
     )
-    output.out.print(output.claims_table("simulated SEV-SNP guest: verified claims",
-                                         SnpClaims.from_verified(verified).to_json()))
+    output.out.print(
+        output.claims_table(
+            "simulated SEV-SNP guest: verified claims", SnpClaims.from_verified(verified).to_json()
+        )
+    )
     tampered = bytearray(report.to_bytes())
     tampered[0x90] ^= 1  # one bit of the measurement
     from veritee.tee.snp.report import SnpReport
 
     try:
-        verify_report(SnpReport.from_bytes(bytes(tampered)), collateral,
-                      TrustRoots.amd(()).with_root(platform.ark), now)
+        verify_report(
+            SnpReport.from_bytes(bytes(tampered)),
+            collateral,
+            TrustRoots.amd(()).with_root(platform.ark),
+            now,
+        )
     except VeriteeError as exc:
         output.out.print(f"[green]tampered report refused as expected:[/] {exc.message}")
     else:  # pragma: no cover - would be a verifier bug
@@ -84,13 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="veritee", standalone_mode=False)
     except VeriteeError as exc:
         return output.report_error(exc)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.err.print("aborted")
         return 1
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            output.err.print(f"usage error: {exc}")
         return 1
     return 0
 

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
+from veritee.cli import output
 from veritee.errors import ConfigError
 from veritee.tee.snp.report import Product
 from veritee.tee.snp.sim import DEFAULT_POLICY, SIMULATOR_BANNER, SimulatedSnpPlatform
-from veritee.cli import output
 
 app = typer.Typer(help="Simulated TEEs (test roots; never trusted unless you say so).")
 snp_app = typer.Typer(help="Simulated AMD SEV-SNP platform.", no_args_is_help=True)

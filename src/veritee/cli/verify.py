@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from veritee.cli import output
 from veritee.clock import parse_instant, utcnow
 from veritee.collateral import FetcherChain, HttpFetcher
 from veritee.collateral.amd_kds import kds_base_from_env
@@ -18,7 +19,6 @@ from veritee.tee.snp.evidence import decode_report_blob
 from veritee.tee.snp.gather import SnpSources, gather_collateral
 from veritee.tee.snp.report import SnpReport
 from veritee.tee.snp.verify import TrustRoots, verify_report
-from veritee.cli import output
 
 app = typer.Typer(help="Verify evidence against the vendors' roots.", no_args_is_help=True)
 
@@ -105,4 +105,3 @@ def verify_snp(
         f"chip, chain to ARK {verified.chain.root.subject.rfc4514_string()} "
         f"at {now.isoformat()}"
     )
-

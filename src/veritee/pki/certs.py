@@ -13,9 +13,7 @@ from cryptography.x509 import Certificate, CertificateRevocationList
 
 from veritee.errors import EvidenceFormatError
 
-_PEM_CERT = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-----", re.DOTALL
-)
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-----", re.DOTALL)
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----\s+.+?-----END X509 CRL-----", re.DOTALL)
 
 

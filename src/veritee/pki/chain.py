@@ -168,8 +168,12 @@ def build_chain(
             break
         path.append(next_cert)
         current = next_cert
-    why = "; ".join(failures) if failures else (
-        f"no certificate for issuer {common_name(current.issuer)!r} and it is not a pinned root"
+    why = (
+        "; ".join(failures)
+        if failures
+        else (
+            f"no certificate for issuer {common_name(current.issuer)!r} and it is not a pinned root"
+        )
     )
     raise ChainError(
         f"cannot build a chain from {_describe(leaf)} to a pinned root: {why}",

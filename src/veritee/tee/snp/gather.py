@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography.x509 import Certificate, CertificateRevocationList
 
@@ -154,11 +155,13 @@ def gather_collateral(report: SnpReport, sources: SnpSources) -> SnpCollateral:
         )
 
     product = _product_of(vek)
-    have_root = any(
-        fingerprint(c) == PINNED_ARK_FINGERPRINTS.get(product) for c in pool
-    ) if product else False
+    have_root = (
+        any(fingerprint(c) == PINNED_ARK_FINGERPRINTS.get(product) for c in pool)
+        if product
+        else False
+    )
     if fetcher is not None and product is not None:
-        key = "vlek" if kind is SigningKey.VLEK else "vcek"
+        key: Literal["vcek", "vlek"] = "vlek" if kind is SigningKey.VLEK else "vcek"
         if not have_root:
             resp = fetcher.fetch(amd_kds.cert_chain_request(product.value, key, **_base(sources)))
             pool.extend(load_certificates(resp.body, what="KDS cert_chain"))

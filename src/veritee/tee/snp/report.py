@@ -9,7 +9,8 @@ forbids (wrong size, unknown version, reserved bytes set) and
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 from veritee.binary import Reader, Writer
 from veritee.errors import EvidenceFormatError
@@ -19,6 +20,15 @@ SIGNED_SIZE = 0x2A0  # the signature covers bytes [0, 0x2A0)
 SUPPORTED_VERSIONS = (2, 3, 4, 5)
 SIG_ALGO_ECDSA_P384_SHA384 = 1
 _SIG_COMPONENT = 72  # R and S are 72-byte little-endian fields
+_LAYOUT = struct.Struct("<IIQ16s16sII8sQII64s48s32s48s48s32s32s8s24s64s8s4s4s8s168s512s")
+assert _LAYOUT.size == REPORT_SIZE
+
+
+def _zero(chunk: bytes, offset: int) -> None:
+    if any(chunk):
+        raise EvidenceFormatError(
+            f"SNP report: reserved {offset:#X} at offset {offset:#x} must be zero"
+        )
 
 
 class Product(enum.Enum):
@@ -88,9 +98,7 @@ class TcbVersion:
 
     def to_bytes(self) -> bytes:
         if self.fmc is not None:
-            return bytes(
-                [self.fmc, self.bootloader, self.tee, self.snp, 0, 0, 0, self.microcode]
-            )
+            return bytes([self.fmc, self.bootloader, self.tee, self.snp, 0, 0, 0, self.microcode])
         return bytes([self.bootloader, self.tee, 0, 0, 0, 0, self.snp, self.microcode])
 
     def hex(self) -> str:
@@ -274,6 +282,7 @@ class SnpReport:
     launch_mit_vector: int | None
     current_mit_vector: int | None
     signature: Signature
+    _raw: bytes = field(init=False, default=b"", compare=False, repr=False)
 
     # -- derived ------------------------------------------------------------------------
     @property
@@ -293,8 +302,7 @@ class SnpReport:
         """Parse exactly 1184 bytes.
 
         ``product`` selects the TCB layout when the report does not say (v2 reports
-        carry no CPUID); when the report does say, the report wins only if
-        ``product`` is None, otherwise both must agree.
+        carry no CPUID); when the report does say, both must agree.
         """
         if not isinstance(data, bytes):
             raise EvidenceFormatError("SNP report must be bytes")
@@ -303,75 +311,78 @@ class SnpReport:
                 f"SNP report must be {REPORT_SIZE} bytes, got {len(data)}",
                 hint="pass the raw report, or its hex/base64 text",
             )
-        rd = Reader(data, what="SNP report")
-        version = rd.u32("VERSION")
+        # The size is checked above, so one fixed-layout unpack is bounds-safe.
+        (
+            version,
+            guest_svn,
+            policy,
+            family_id,
+            image_id,
+            vmpl,
+            signature_algo,
+            current_tcb,
+            platform_info,
+            key_info,
+            reserved_4c,
+            report_data,
+            measurement,
+            host_data,
+            id_key_digest,
+            author_key_digest,
+            report_id,
+            report_id_ma,
+            reported_tcb,
+            cpuid_block,
+            chip_id,
+            committed_tcb,
+            cur,
+            com,
+            launch_tcb,
+            tail,
+            sig,
+        ) = _LAYOUT.unpack(data)
         if version not in SUPPORTED_VERSIONS:
             raise EvidenceFormatError(
                 f"SNP report version {version} is not supported "
                 f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})"
             )
-        # CPUID (v3+) decides the TCB layout, so peek at it before reading TCBs.
         fam = mod = step = None
         if version >= 3:
-            fam, mod, step = data[0x188], data[0x189], data[0x18A]
+            fam, mod, step = cpuid_block[0], cpuid_block[1], cpuid_block[2]
             stated = product_from_cpuid(fam, mod)
             if product is not None and stated is not None and stated is not product:
                 raise EvidenceFormatError(
                     f"SNP report CPUID says {stated.value}, expected {product.value}"
                 )
             product = product or stated
-        fmc = product is not None and product.has_fmc
-
-        guest_svn = rd.u32("GUEST_SVN")
-        policy = GuestPolicy(rd.u64("POLICY"))
-        family_id = rd.bytes(16, "FAMILY_ID")
-        image_id = rd.bytes(16, "IMAGE_ID")
-        vmpl = rd.u32("VMPL")
-        signature_algo = rd.u32("SIGNATURE_ALGO")
-        current_tcb = TcbVersion.from_bytes(rd.bytes(8), fmc_layout=fmc, field="CURRENT_TCB")
-        platform_info = PlatformInfo(rd.u64("PLATFORM_INFO"))
-        key_info = KeyInfo.from_u32(rd.u32("KEY_INFO"))
-        rd.zeros(4, "reserved 0x4C")
-        report_data = rd.bytes(64, "REPORT_DATA")
-        measurement = rd.bytes(48, "MEASUREMENT")
-        host_data = rd.bytes(32, "HOST_DATA")
-        id_key_digest = rd.bytes(48, "ID_KEY_DIGEST")
-        author_key_digest = rd.bytes(48, "AUTHOR_KEY_DIGEST")
-        report_id = rd.bytes(32, "REPORT_ID")
-        report_id_ma = rd.bytes(32, "REPORT_ID_MA")
-        reported_tcb = TcbVersion.from_bytes(rd.bytes(8), fmc_layout=fmc, field="REPORTED_TCB")
-        if version >= 3:
-            rd.skip(3, "CPUID")
-            rd.zeros(21, "reserved 0x18B")
+            _zero(cpuid_block[3:], 0x18B)
         else:
-            rd.zeros(24, "reserved 0x188")
-        chip_id = rd.bytes(64, "CHIP_ID")
-        committed_tcb = TcbVersion.from_bytes(rd.bytes(8), fmc_layout=fmc, field="COMMITTED_TCB")
-        cur = rd.bytes(3, "CURRENT_BUILD/MINOR/MAJOR")
-        rd.zeros(1, "reserved 0x1EB")
-        com = rd.bytes(3, "COMMITTED_BUILD/MINOR/MAJOR")
-        rd.zeros(1, "reserved 0x1EF")
-        launch_tcb = TcbVersion.from_bytes(rd.bytes(8), fmc_layout=fmc, field="LAUNCH_TCB")
+            _zero(cpuid_block, 0x188)
+        if reserved_4c:
+            raise EvidenceFormatError("SNP report: reserved 0x4C at offset 0x4c must be zero")
+        if cur[3]:
+            raise EvidenceFormatError("SNP report: reserved 0x1EB at offset 0x1eb must be zero")
+        if com[3]:
+            raise EvidenceFormatError("SNP report: reserved 0x1EF at offset 0x1ef must be zero")
         launch_mit = current_mit = None
         if version >= 5:
-            launch_mit = rd.u64("LAUNCH_MIT_VECTOR")
-            current_mit = rd.u64("CURRENT_MIT_VECTOR")
-            rd.zeros(SIGNED_SIZE - 0x208, "reserved 0x208")
+            launch_mit = int.from_bytes(tail[0:8], "little")
+            current_mit = int.from_bytes(tail[8:16], "little")
+            _zero(tail[16:], 0x208)
         else:
-            rd.zeros(SIGNED_SIZE - 0x1F8, "reserved 0x1F8")
-        signature = Signature.from_bytes(rd.bytes(512, "SIGNATURE"))
-        rd.expect_end()
-        return cls(
+            _zero(tail, 0x1F8)
+        fmc = product is not None and product.has_fmc
+        report = cls(
             version=version,
             guest_svn=guest_svn,
-            policy=policy,
+            policy=GuestPolicy(policy),
             family_id=family_id,
             image_id=image_id,
             vmpl=vmpl,
             signature_algo=signature_algo,
-            current_tcb=current_tcb,
-            platform_info=platform_info,
-            key_info=key_info,
+            current_tcb=TcbVersion.from_bytes(current_tcb, fmc_layout=fmc, field="CURRENT_TCB"),
+            platform_info=PlatformInfo(platform_info),
+            key_info=KeyInfo.from_u32(key_info),
             report_data=report_data,
             measurement=measurement,
             host_data=host_data,
@@ -379,23 +390,31 @@ class SnpReport:
             author_key_digest=author_key_digest,
             report_id=report_id,
             report_id_ma=report_id_ma,
-            reported_tcb=reported_tcb,
+            reported_tcb=TcbVersion.from_bytes(reported_tcb, fmc_layout=fmc, field="REPORTED_TCB"),
             cpuid_fam_id=fam,
             cpuid_mod_id=mod,
             cpuid_step=step,
             chip_id=chip_id,
-            committed_tcb=committed_tcb,
+            committed_tcb=TcbVersion.from_bytes(
+                committed_tcb, fmc_layout=fmc, field="COMMITTED_TCB"
+            ),
             current_fw=FirmwareVersion(major=cur[2], minor=cur[1], build=cur[0]),
             committed_fw=FirmwareVersion(major=com[2], minor=com[1], build=com[0]),
-            launch_tcb=launch_tcb,
+            launch_tcb=TcbVersion.from_bytes(launch_tcb, fmc_layout=fmc, field="LAUNCH_TCB"),
             launch_mit_vector=launch_mit,
             current_mit_vector=current_mit,
-            signature=signature,
+            signature=Signature.from_bytes(sig),
         )
+        # Keep the exact input: it equals to_bytes() (round-trip is exact), so the
+        # signed region need not be re-serialized. Not an init field, so
+        # dataclasses.replace() never carries stale bytes into a changed report.
+        object.__setattr__(report, "_raw", data)
+        return report
 
     def signed_bytes(self) -> bytes:
         """The bytes covered by the signature (offsets 0x000..0x29F)."""
-        return self.to_bytes()[:SIGNED_SIZE]
+        raw = self._raw or self.to_bytes()
+        return raw[:SIGNED_SIZE]
 
     def to_bytes(self) -> bytes:
         w = Writer()

@@ -37,8 +37,11 @@ from veritee.tee.snp.report import (
 
 SIMULATOR_BANNER = "veritee SNP SIMULATOR - not real hardware, root is self-generated"
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
-_CPUID = {Product.MILAN: (0x19, 0x01, 0x01), Product.GENOA: (0x19, 0x11, 0x01),
-          Product.TURIN: (0x1A, 0x02, 0x01)}
+_CPUID = {
+    Product.MILAN: (0x19, 0x01, 0x01),
+    Product.GENOA: (0x19, 0x11, 0x01),
+    Product.TURIN: (0x1A, 0x02, 0x01),
+}
 DEFAULT_POLICY = 0x30000  # SMT allowed, reserved bit 17 set, debug off
 
 
@@ -87,7 +90,10 @@ class SimulatedSnpPlatform:
         warnings.warn(SIMULATOR_BANNER, stacklevel=2)
         if tcb is None:
             tcb = TcbVersion(
-                bootloader=3, tee=0, snp=22, microcode=213,
+                bootloader=3,
+                tee=0,
+                snp=22,
+                microcode=213,
                 fmc=0 if product.has_fmc else None,
             )
         if chip_id is None:

@@ -13,12 +13,18 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from threading import Lock
+from typing import Generic, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.x509 import Certificate, CertificateRevocationList, ExtensionNotFound
+from cryptography.x509 import (
+    Certificate,
+    CertificateRevocationList,
+    ExtensionNotFound,
+    ObjectIdentifier,
+)
 
 from veritee.clock import require_aware
 from veritee.errors import (
@@ -40,6 +46,8 @@ from veritee.tee.snp.report import (
     SnpReport,
     TcbVersion,
 )
+
+V = TypeVar("V")
 
 # SHA-256 of the DER of each AMD Root Key, per product (from AMD KDS cert_chain).
 PINNED_ARK_FINGERPRINTS: Mapping[Product, str] = {
@@ -116,9 +124,9 @@ class VerifiedSnpReport:
     warnings: tuple[str, ...] = field(default=())
 
 
-def _ext_value(cert: Certificate, oid: object) -> bytes | None:
+def _ext_value(cert: Certificate, oid: ObjectIdentifier) -> bytes | None:
     try:
-        ext = cert.extensions.get_extension_for_oid(oid)  # type: ignore[arg-type]
+        ext = cert.extensions.get_extension_for_oid(oid)
     except ExtensionNotFound:
         return None
     value = getattr(ext.value, "value", None)
@@ -155,7 +163,7 @@ def parse_vek_extensions(cert: Certificate) -> VekInfo:
     return VekInfo(product_name=product_name, hwid=hwid, tcb=tcb, csp_id=csp_id)
 
 
-class _Memo:
+class _Memo(Generic[V]):
     """Bounded memo of work that depends only on immutable inputs (chains, extensions).
 
     Verified chains are keyed by the exact certificates and anchors involved, so
@@ -165,17 +173,17 @@ class _Memo:
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[object, ...], object] = OrderedDict()
+        self._items: OrderedDict[tuple[object, ...], V] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, key: tuple[object, ...]) -> object | None:
+    def get(self, key: tuple[object, ...]) -> V | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: tuple[object, ...], value: object) -> None:
+    def put(self, key: tuple[object, ...], value: V) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -183,26 +191,36 @@ class _Memo:
                 self._items.popitem(last=False)
 
 
-_MEMO = _Memo()
+_MEMO: _Memo[tuple[Chain, VekInfo]] = _Memo()
 
 
-def _chain_for(vek: Certificate, collateral: SnpCollateral, roots: TrustRoots) -> tuple[Chain, VekInfo]:
+def _chain_for(
+    vek: Certificate, collateral: SnpCollateral, roots: TrustRoots
+) -> tuple[Chain, VekInfo]:
     anchors = {fp: cert for fp, (_, cert) in roots.anchors.items()}
-    key = (
-        "chain",
-        fingerprint(vek),
-        tuple(sorted(fingerprint(c) for c in collateral.intermediates)),
-        tuple(sorted(anchors)),
-    )
+    # Certificates hash and compare by their DER bytes, so they are exact, cheap keys.
+    key = ("chain", vek, collateral.intermediates, tuple(sorted(anchors)))
     hit = _MEMO.get(key)
-    if isinstance(hit, tuple):
-        return hit  # type: ignore[return-value]
+    if hit is not None:
+        return hit
     # Validity at ``now`` is checked by the caller on every call, so the path is cacheable.
     chain = build_chain(vek, collateral.intermediates, anchors, None, policy=AMD_SIGNATURE_POLICY)
     info = parse_vek_extensions(vek)
     result = (chain, info)
     _MEMO.put(key, result)
     return result
+
+
+def _anchor_product(roots: TrustRoots, root: Certificate) -> Product:
+    for product, cert in roots.anchors.values():
+        if cert == root:
+            return product
+    raise ChainError("chain root is not among the trust roots")  # pragma: no cover
+
+
+def _pinned_roots(roots: TrustRoots) -> list[Certificate]:
+    pinned = set(PINNED_ARK_FINGERPRINTS.values())
+    return [cert for fp, (_, cert) in roots.anchors.items() if fp in pinned]
 
 
 def _check_signature(report: SnpReport, vek: Certificate) -> None:
@@ -282,17 +300,18 @@ def verify_report(
         )
     if not roots.anchors:
         raise ChainError(
-            "no trusted AMD root available",
-            hint="supply AMD's cert_chain (ASK+ARK) as collateral, or --fetch",
+            "no trusted AMD root available: none of the certificates given is a pinned AMD ARK",
+            hint="supply AMD's cert_chain (ASK+ARK) as collateral or use --fetch; a lab or "
+            "simulator root is trusted only with --trust-root",
         )
 
     chain, info = _chain_for(vek, collateral, roots)
-    product, _ = roots.anchors[fingerprint(chain.root)]
+    product = _anchor_product(roots, chain.root)
 
     # Intermediate naming follows the key type: ASK for VCEKs, ASVK (SEV-VLEK-*) for VLEKs.
     issuer_cn = common_name(chain.issuer_of(0).subject)
-    expected_issuer = f"SEV-{product.value}" if signing_key is SigningKey.VCEK else (
-        f"SEV-VLEK-{product.value}"
+    expected_issuer = (
+        f"SEV-{product.value}" if signing_key is SigningKey.VCEK else (f"SEV-VLEK-{product.value}")
     )
     if issuer_cn != expected_issuer:
         raise ChainError(f"{vek_kind} is issued by {issuer_cn!r}, expected {expected_issuer!r}")
@@ -338,5 +357,5 @@ def verify_report(
         signing_key=signing_key,
         chain=chain,
         vek=info,
-        simulated=roots.simulated and fingerprint(chain.root) not in PINNED_ARK_FINGERPRINTS.values(),
+        simulated=roots.simulated and chain.root not in _pinned_roots(roots),
     )
