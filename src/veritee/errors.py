@@ -78,6 +78,20 @@ class PolicyError(VeriteeError):
     exit_code = 5
 
 
+class RequestError(VeriteeError):
+    """A client request is malformed or not acceptable (bad JSON, unsupported key, version)."""
+
+    code = "request.invalid"
+    exit_code = 1
+
+
+class AuthError(VeriteeError):
+    """Missing or invalid credentials (admin token, session cookie, attestation token)."""
+
+    code = "auth.denied"
+    exit_code = 1
+
+
 class ConfigError(VeriteeError):
     code = "config.error"
     exit_code = 1

@@ -1,0 +1,1 @@
+"""Appraisal: reference values, Rego policies, decisions, EAR tokens."""

@@ -1,0 +1,1 @@
+"""KBS protocol state machine: sessions, nonces, evidence binding, secret release, audit."""

@@ -1,0 +1,1 @@
+"""The HTTP service: KBS routes, admin API, JWKS, health. Thin handlers."""
