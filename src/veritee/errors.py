@@ -85,6 +85,22 @@ class RequestError(VeriteeError):
     exit_code = 1
 
 
+class ProtocolVersionError(RequestError):
+    code = "request.protocol_version"
+
+
+class NotFoundError(VeriteeError):
+    code = "not_found"
+    exit_code = 1
+
+
+class PolicyDenied(VeriteeError):
+    """The appraisal or resource policy said no. A value-level outcome, never a crash."""
+
+    code = "policy.denied"
+    exit_code = 5
+
+
 class AuthError(VeriteeError):
     """Missing or invalid credentials (admin token, session cookie, attestation token)."""
 

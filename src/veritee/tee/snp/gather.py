@@ -27,18 +27,19 @@ _SUFFIXES = {".pem", ".der", ".cer", ".crt", ".crl", ""}
 
 
 @dataclass(frozen=True)
+class CertPool:
+    certs: tuple[Certificate, ...]
+    crls: tuple[CertificateRevocationList, ...]
+
+
+@dataclass(frozen=True)
 class SnpSources:
     vek_file: Path | None = None
     directories: tuple[Path, ...] = ()
     cert_table: CertTable | None = None
     fetcher: Fetcher | None = None
     kds_base: str | None = None
-
-
-@dataclass(frozen=True)
-class CertPool:
-    certs: tuple[Certificate, ...]
-    crls: tuple[CertificateRevocationList, ...]
+    preloaded: CertPool | None = None  # e.g. a service's collateral, loaded once at start
 
 
 def load_directory(path: Path) -> CertPool:
@@ -123,6 +124,11 @@ def gather_collateral(report: SnpReport, sources: SnpSources) -> SnpCollateral:
         if vek is None and blob:
             vek = load_certificates(blob, what="certificate table")[0]
             origin.append("evidence certificate table")
+
+    if sources.preloaded is not None:
+        pool.extend(sources.preloaded.certs)
+        crls.extend(sources.preloaded.crls)
+        origin.append("preloaded collateral")
 
     for directory in sources.directories:
         loaded_pool = load_directory(directory)

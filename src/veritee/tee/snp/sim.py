@@ -35,6 +35,7 @@ from veritee.tee.snp.report import (
     TcbVersion,
 )
 
+SIMULATOR_ORG = "veritee SNP simulator"
 SIMULATOR_BANNER = "veritee SNP SIMULATOR - not real hardware, root is self-generated"
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _CPUID = {
@@ -52,7 +53,7 @@ def _name(cn: str) -> x509.Name:
             x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
             x509.NameAttribute(NameOID.LOCALITY_NAME, "Santa Clara"),
             x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "CA"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "veritee SNP simulator"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATOR_ORG),
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
         ]
     )

@@ -1,0 +1,25 @@
+"""Built-in policies shipped with veritee (package data)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from veritee.appraisal.policy import RegoPolicy
+
+DEFAULT_ATTESTATION_POLICY_ID = "default_cpu"
+RESOURCE_POLICY_ID = "resource-policy"
+
+
+def load(name: str) -> str:
+    return resources.files("veritee.appraisal").joinpath("policies", f"{name}.rego").read_text()
+
+
+def default_attestation_policy() -> RegoPolicy:
+    return RegoPolicy.parse(DEFAULT_ATTESTATION_POLICY_ID, load("default_cpu"))
+
+
+def default_resource_policy() -> RegoPolicy:
+    return RegoPolicy.parse(RESOURCE_POLICY_ID, load("affirming"))
+
+
+PRESETS = ("default_cpu", "affirming", "allow_simulated")

@@ -1,0 +1,154 @@
+"""Rego policies (regopy): compile checks, evaluation, Trustee's reference-value builtin.
+
+Trustee's attestation service offers ``query_reference_value(name)``, returning
+the stored value or null. regopy has no host-function hook, so the same function
+is added in Rego, in the policy's own package, reading ``data.reference``;
+a policy written for Trustee runs here unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from regopy import Interpreter, RegoError
+
+from veritee.errors import PolicyError
+
+MAX_POLICY_BYTES = 256 * 1024
+_PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
+_DEFINES = {
+    name: re.compile(rf"^\s*{name}\s*\(", re.MULTILINE)
+    for name in ("query_reference_value", "get_reference_value")
+}
+_RV_NAMES = re.compile(
+    r"(?:query_reference_value|get_reference_value)\(\s*\"([^\"]+)\"\s*\)"
+    r"|data\.reference\.([A-Za-z_]\w*)"
+    r"|data\.reference\[\s*\"([^\"]+)\"\s*\]"
+)
+
+
+@dataclass(frozen=True)
+class RegoPolicy:
+    policy_id: str
+    body: str
+    package: str
+    sha384: str
+
+    @classmethod
+    def parse(cls, policy_id: str, body: str) -> RegoPolicy:
+        """Check size, package and that it compiles; PolicyError with the engine's words."""
+        if len(body.encode()) > MAX_POLICY_BYTES:
+            raise PolicyError(f"policy {policy_id!r} is larger than {MAX_POLICY_BYTES} bytes")
+        match = _PACKAGE.search(body)
+        if match is None:
+            raise PolicyError(f"policy {policy_id!r} has no package declaration")
+        policy = cls(
+            policy_id=policy_id,
+            body=body,
+            package=match.group(1),
+            sha384=hashlib.sha384(body.encode()).hexdigest(),
+        )
+        policy._interpreter({})  # compile now, so a broken policy is refused when set
+        return policy
+
+    def reference_names(self) -> list[str]:
+        """Reference values the policy consults (for explaining denials)."""
+        names: list[str] = []
+        for groups in _RV_NAMES.findall(self.body):
+            name = next(g for g in groups if g)
+            if name not in names:
+                names.append(name)
+        return names
+
+    def _helpers(self) -> str:
+        lines = [f"package {self.package}", "import rego.v1"]
+        for name, pattern in _DEFINES.items():
+            if not pattern.search(self.body):
+                lines.append(
+                    f"{name}(rv_name) := rv_value if {{ rv_value := data.reference[rv_name] }}"
+                    " else := null"
+                )
+        return "\n".join(lines) + "\n"
+
+    def _interpreter(self, data: Mapping[str, object]) -> Interpreter:
+        rego = Interpreter()
+        try:
+            rego.add_module(f"{self.policy_id}.rego", self.body)
+            rego.add_module("veritee_builtins.rego", self._helpers())
+            rego.add_data_json(json.dumps(data))
+            # Compile (and surface errors) by evaluating the package once.
+            out = rego.query(f"data.{self.package}")
+        except RegoError as exc:
+            raise PolicyError(f"policy {self.policy_id!r} does not compile: {_first_line(exc)}") from None
+        if not out.ok():
+            raise PolicyError(f"policy {self.policy_id!r} does not compile: {out}")
+        return rego
+
+
+_ERRMSG = re.compile(r"\(errormsg \d+:([^)]*)\)")
+
+
+def _first_line(exc: Exception) -> str:
+    """The engine's own error messages, without its AST dump."""
+    text = str(exc).strip()
+    messages = list(dict.fromkeys(_ERRMSG.findall(text)))
+    if messages:
+        return "; ".join(messages)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PolicyEngine:
+    """Evaluates policies, reusing compiled interpreters per thread (regopy is not thread-safe)."""
+
+    def __init__(self, cache_size: int = 16) -> None:
+        self._local = threading.local()
+        self._cache_size = cache_size
+
+    def _get(self, policy: RegoPolicy, data: Mapping[str, object]) -> Interpreter:
+        data_json = json.dumps(data, sort_keys=True)
+        key = (policy.sha384, policy.package, hashlib.sha256(data_json.encode()).hexdigest())
+        cache: dict[tuple[str, str, str], Interpreter] = getattr(self._local, "cache", None) or {}
+        self._local.cache = cache
+        rego = cache.get(key)
+        if rego is None:
+            rego = policy._interpreter(json.loads(data_json))
+            if len(cache) >= self._cache_size:
+                cache.pop(next(iter(cache)))
+            cache[key] = rego
+        return rego
+
+    def query(
+        self, policy: RegoPolicy, rule: str, input_doc: object, data: Mapping[str, object]
+    ) -> object:
+        """Value of ``data.<package>.<rule>`` for ``input_doc``; None when undefined."""
+        return self.evaluate(policy, input_doc, data).get(rule)
+
+    def evaluate(
+        self, policy: RegoPolicy, input_doc: object, data: Mapping[str, object]
+    ) -> dict[str, object]:
+        """Every rule of the policy's package for ``input_doc``.
+
+        The whole package is queried because regopy 1.5 reports a rule that only
+        has its ``default`` value as undefined when queried by itself.
+        """
+        rego = self._get(policy, data)
+        try:
+            rego.set_input_term(json.dumps(input_doc))
+            out = rego.query(f"data.{policy.package}")
+        except RegoError as exc:
+            raise PolicyError(f"policy {policy.policy_id!r} failed: {_first_line(exc)}") from None
+        text = str(out)
+        if not out.ok():
+            raise PolicyError(f"policy {policy.policy_id!r} failed: {text}")
+        if text == "undefined":
+            return {}
+        doc = json.loads(text)
+        exprs = doc.get("expressions") if isinstance(doc, dict) else None
+        if not exprs or not isinstance(exprs[0], dict):
+            return {}
+        return exprs[0]

@@ -1,0 +1,183 @@
+"""Evidence providers: produce the KBS ``primary_evidence`` JSON for given report data."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from veritee.errors import ConfigError, EvidenceFormatError
+from veritee.tee.snp.certtable import GUID_ARK, GUID_ASK, GUID_VCEK, CertEntry, CertTable
+from veritee.tee.snp.evidence import decode_report_blob
+from veritee.tee.snp.kbs import build_evidence
+from veritee.tee.snp.report import REPORT_SIZE, SnpReport
+from veritee.tee.snp.sim import DEFAULT_POLICY, SimulatedSnpPlatform
+
+
+class EvidenceProvider(Protocol):
+    @property
+    def tee(self) -> str: ...
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object: ...
+
+
+class SimulatedSnpProvider:
+    """A simulated SNP guest. Its cert_chain carries VCEK, ASK and the simulator ARK."""
+
+    tee = "snp"
+
+    def __init__(
+        self,
+        platform: SimulatedSnpPlatform,
+        *,
+        measurement: bytes | None = None,
+        policy: int = DEFAULT_POLICY,
+        host_data: bytes = bytes(32),
+    ) -> None:
+        self.platform = platform
+        self.measurement = measurement if measurement is not None else secrets.token_bytes(48)
+        self.policy = policy
+        self.host_data = host_data
+
+    def report(self, report_data: bytes, *, host_data: bytes | None = None) -> SnpReport:
+        return self.platform.report(
+            report_data=report_data,
+            measurement=self.measurement,
+            policy=self.policy,
+            host_data=(host_data if host_data is not None else self.host_data).ljust(32, b"\0")[:32],
+        )
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
+        p = self.platform
+        table = CertTable(
+            (
+                CertEntry(GUID_VCEK, p.vcek_der()),
+                CertEntry(GUID_ASK, _der(p.ask)),
+                CertEntry(GUID_ARK, _der(p.ark)),
+            )
+        )
+        return build_evidence(self.report(report_data, host_data=host_data), table)
+
+
+def _der(cert: object) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import Certificate
+
+    assert isinstance(cert, Certificate)
+    return cert.public_bytes(Encoding.DER)
+
+
+# -- real hardware ---------------------------------------------------------------------------
+
+SEV_GUEST_DEVICE = Path("/dev/sev-guest")
+_SNP_GET_REPORT = 0xC0205300  # _IOWR('S', 0x0, struct snp_guest_request_ioctl) on x86_64
+
+
+class _ReportReq(ctypes.Structure):
+    _fields_ = [("user_data", ctypes.c_uint8 * 64), ("vmpl", ctypes.c_uint32),
+                ("rsvd", ctypes.c_uint8 * 28)]
+
+
+class _ReportResp(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_uint8 * 4000)]
+
+
+class _GuestRequest(ctypes.Structure):
+    _fields_ = [("msg_version", ctypes.c_uint8), ("req_data", ctypes.c_uint64),
+                ("resp_data", ctypes.c_uint64), ("exitinfo2", ctypes.c_uint64)]
+
+
+class SevGuestDeviceProvider:
+    """SNP report through the Linux ``/dev/sev-guest`` ioctl (SNP_GET_REPORT)."""
+
+    tee = "snp"
+
+    def __init__(self, device: Path = SEV_GUEST_DEVICE, vmpl: int = 0) -> None:
+        self.device = device
+        self.vmpl = vmpl
+
+    def raw_report(self, report_data: bytes) -> bytes:
+        if not self.device.exists():
+            raise ConfigError(
+                f"{self.device} does not exist: not an SEV-SNP guest (or sev-guest not loaded)",
+                hint="run inside an SNP guest, or use the simulator (--tee snp-sim)",
+            )
+        req = _ReportReq()
+        ctypes.memmove(req.user_data, report_data.ljust(64, b"\0")[:64], 64)
+        req.vmpl = self.vmpl
+        resp = _ReportResp()
+        guest = _GuestRequest(1, ctypes.addressof(req), ctypes.addressof(resp), 0)
+        fd = os.open(self.device, os.O_RDWR)
+        try:
+            fcntl.ioctl(fd, _SNP_GET_REPORT, guest)
+        except OSError as exc:
+            raise ConfigError(
+                f"SNP_GET_REPORT failed: {exc.strerror} (firmware error {guest.exitinfo2:#x})"
+            ) from None
+        finally:
+            os.close(fd)
+        data = bytes(resp.data)
+        status = int.from_bytes(data[0:4], "little")
+        size = int.from_bytes(data[4:8], "little")
+        if status != 0 or size != REPORT_SIZE:
+            raise EvidenceFormatError(f"firmware returned status {status}, report size {size}")
+        return data[32 : 32 + REPORT_SIZE]
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
+        report = SnpReport.from_bytes(self.raw_report(report_data))
+        return build_evidence(report, None)
+
+
+CONFIGFS_TSM = Path("/sys/kernel/config/tsm/report")
+_tsm_lock = threading.Lock()
+
+
+class ConfigfsTsmProvider:
+    """SNP report through the kernel's configfs-tsm interface (Linux 6.7+).
+
+    Writing ``inblob`` and reading ``outblob`` in a report entry asks the
+    firmware for a report; ``auxblob`` carries the certificate table.
+    """
+
+    tee = "snp"
+
+    def __init__(self, root: Path = CONFIGFS_TSM, entry: str | None = None) -> None:
+        self.root = root
+        self.entry = entry
+
+    def raw(self, report_data: bytes) -> tuple[bytes, bytes]:
+        if not self.root.is_dir():
+            raise ConfigError(
+                f"{self.root} does not exist: configfs-tsm is not available here",
+                hint="mount configfs and use Linux 6.7+, or use the simulator (--tee snp-sim)",
+            )
+        with _tsm_lock:
+            entry = self.root / (self.entry or f"veritee-{os.getpid()}")
+            created = not entry.exists()
+            if created:
+                entry.mkdir()
+            try:
+                provider = (entry / "provider").read_text().strip() if (entry / "provider").exists() else ""
+                if provider and provider != "sev_guest":
+                    raise ConfigError(f"configfs-tsm provider is {provider!r}, not sev_guest")
+                (entry / "inblob").write_bytes(report_data.ljust(64, b"\0")[:64])
+                out = (entry / "outblob").read_bytes()
+                aux_file = entry / "auxblob"
+                aux = aux_file.read_bytes() if aux_file.exists() else b""
+            finally:
+                if created and self.entry is None:
+                    try:
+                        entry.rmdir()
+                    except OSError:
+                        pass
+        return out, aux
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
+        out, aux = self.raw(report_data)
+        raw, _ = decode_report_blob(out[:REPORT_SIZE])
+        table = CertTable.from_bytes(aux) if aux.strip(b"\0") else None
+        return build_evidence(SnpReport.from_bytes(raw), table)

@@ -1,0 +1,133 @@
+"""Tamper-evident audit log: every attestation, release and denial, hash-chained.
+
+``hash = SHA-256(prev_hash || JCS(record))`` where the record holds every column
+except the hashes; the first record chains from 64 zeros. Appends happen inside
+the caller's write transaction, so a record exists iff its effect was committed
+(or, for denials, iff the denial was decided).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from veritee.jcs import canonicalize
+from veritee.store.db import Database
+from veritee.store.models import AuditRow
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    actor: str  # who: session id, admin subject, client address
+    action: str  # attest | release | deny | admin.<verb>
+    tee: str = ""
+    subject: str = ""  # resource path, policy id, ...
+    evidence_digest: str = ""
+    policy_hash: str = ""
+    decision: str = ""  # allow | deny | error
+    detail: Mapping[str, object] | None = None
+
+
+def _record_hash(prev_hash: str, fields: Mapping[str, object]) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonicalize(dict(fields))).hexdigest()
+
+
+def _fields(row: AuditRow) -> dict[str, object]:
+    return {
+        "seq": row.seq,
+        "ts": row.ts,
+        "actor": row.actor,
+        "action": row.action,
+        "tee": row.tee,
+        "subject": row.subject,
+        "evidence_digest": row.evidence_digest,
+        "policy_hash": row.policy_hash,
+        "decision": row.decision,
+        "detail": json.loads(row.detail_json),
+    }
+
+
+def append(session: Session, event: AuditEvent, now: int) -> AuditRow:
+    """Append one record in the caller's (write) transaction."""
+    last = session.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).scalar()
+    seq = 1 if last is None else last.seq + 1
+    prev = GENESIS if last is None else last.hash
+    row = AuditRow(
+        seq=seq,
+        ts=now,
+        actor=event.actor,
+        action=event.action,
+        tee=event.tee,
+        subject=event.subject,
+        evidence_digest=event.evidence_digest,
+        policy_hash=event.policy_hash,
+        decision=event.decision,
+        detail_json=json.dumps(dict(event.detail or {}), sort_keys=True),
+        prev_hash=prev,
+        hash="",
+    )
+    row.hash = _record_hash(prev, _fields(row))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def record(db: Database, event: AuditEvent, now: int) -> AuditRow:
+    """Append in a transaction of its own (for denials, whose request changes nothing else)."""
+    with db.write() as session:
+        return append(session, event, now)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    records: int
+    first_broken: int | None
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.first_broken is None
+
+
+def iter_rows(db: Database, batch: int = 1000) -> Iterator[AuditRow]:
+    last = 0
+    while True:
+        with db.read() as session:
+            rows = list(
+                session.execute(
+                    select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq).limit(batch)
+                ).scalars()
+            )
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def verify_chain(db: Database) -> ChainReport:
+    """Walk the chain; name the first record whose link or content does not verify."""
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    for row in iter_rows(db):
+        count += 1
+        if row.seq != expected_seq:
+            return ChainReport(count, expected_seq, f"record {expected_seq} is missing")
+        if row.prev_hash != prev:
+            return ChainReport(count, row.seq, "its prev_hash does not match the previous record")
+        try:
+            fields = _fields(row)
+        except ValueError:
+            return ChainReport(count, row.seq, "its detail is not valid JSON")
+        if _record_hash(prev, fields) != row.hash:
+            return ChainReport(count, row.seq, "its content does not match its hash")
+        prev = row.hash
+        expected_seq += 1
+    return ChainReport(count, None, "chain intact")

@@ -1,0 +1,643 @@
+"""The KBS protocol state machine (RCAR: Request, Challenge, Attestation, Response).
+
+Framework-free: the HTTP layer parses nothing but the transport; everything a
+guest or an admin sends is validated here. Every attestation, release and
+denial leaves an audit record; a refused request changes nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from veritee.appraisal import refvalues
+from veritee.appraisal.attestation import appraise
+from veritee.appraisal.builtin import (
+    DEFAULT_ATTESTATION_POLICY_ID,
+    RESOURCE_POLICY_ID,
+    default_attestation_policy,
+    default_resource_policy,
+)
+from veritee.appraisal.decision import Decision, Reason, ResourceDecision
+from veritee.appraisal.ear import (
+    Extension,
+    Submod,
+    TokenSigner,
+    issue_ear,
+    tee_pubkey_from_claims,
+    verify_ear,
+)
+from veritee.appraisal.policy import PolicyEngine, RegoPolicy
+from veritee.broker import audit
+from veritee.broker.audit import AuditEvent
+from veritee.broker.binding import HashAlgorithm, primary_digest, select_hash
+from veritee.broker.evidence import (
+    INIT_DATA_FIELD,
+    VERIFIERS,
+    VerifiedEvidence,
+    VerifyContext,
+    supported_tees,
+)
+from veritee.broker.jwe import encrypt_for
+from veritee.broker.keyring import Keyring, SealedSecret, seal, unseal
+from veritee.broker.teekey import TeePublicKey
+from veritee.clock import utcnow
+from veritee.collateral import Fetcher
+from veritee.errors import (
+    AuthError,
+    NotFoundError,
+    PolicyDenied,
+    ProtocolVersionError,
+    RequestError,
+    VerificationError,
+    VeriteeError,
+)
+from veritee.store.db import Database
+from veritee.store.models import PolicyRow, ResourceRow, SessionRow
+from veritee.tee.snp.gather import CertPool, load_directory
+
+log = logging.getLogger("veritee.kbs")
+
+PROTOCOL_VERSION = "0.4.0"
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+MAX_RESOURCE_BYTES = 1 << 20
+# Why the attestation policy did not affirm, carried in the token so that a
+# resource denial can say it (an unregistered EAR extension: negative key).
+REASONS_EXTENSION = "veritee.appraisal-reasons"
+REASONS_KEY = -70100
+_PATH_PART_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    session_timeout: dt.timedelta = dt.timedelta(minutes=5)
+    token_ttl: dt.timedelta = dt.timedelta(minutes=5)
+    trust_simulator: bool = False
+    production: bool = False
+    collateral_dirs: tuple[Path, ...] = ()
+    fetcher: Fetcher | None = None
+    issuer: str = "veritee"
+
+    def __post_init__(self) -> None:
+        if self.production and self.trust_simulator:
+            from veritee.errors import ConfigError
+
+            raise ConfigError("trusting the simulator is refused in production mode")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    session_id: str
+    body: dict[str, object]
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AttestResult:
+    token: str
+    decision: Decision
+    evidence: VerifiedEvidence
+
+
+@dataclass(frozen=True)
+class ResourcePath:
+    repository: str
+    type: str
+    tag: str
+
+    @classmethod
+    def parse(cls, parts: list[str] | tuple[str, ...]) -> ResourcePath:
+        if len(parts) != 3:
+            raise NotFoundError("a resource path is <repository>/<type>/<tag>")
+        for part in parts:
+            if not part or len(part) > 128 or not set(part) <= _PATH_PART_CHARS or part in (
+                ".",
+                "..",
+            ):
+                raise RequestError(f"invalid resource path component {part[:40]!r}")
+        return cls(parts[0], parts[1], parts[2])
+
+    def __str__(self) -> str:
+        return f"{self.repository}/{self.type}/{self.tag}"
+
+    def aad(self) -> bytes:
+        return f"veritee-resource:{self}".encode()
+
+
+def _epoch(t: dt.datetime) -> int:
+    return int(t.timestamp())
+
+
+def _b64url_decode(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise RequestError(f"{what} must be a base64url string")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{what} is not valid base64url") from None
+
+
+def _obj(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RequestError(f"{what} must be a JSON object")
+    return value
+
+
+@dataclass
+class KeyBroker:
+    db: Database
+    keyring: Keyring
+    signer: TokenSigner
+    settings: BrokerSettings = field(default_factory=BrokerSettings)
+    clock: Callable[[], dt.datetime] = utcnow
+    engine: PolicyEngine = field(default_factory=PolicyEngine)
+
+    def __post_init__(self) -> None:
+        certs: list[Any] = []
+        crls: list[Any] = []
+        for d in self.settings.collateral_dirs:
+            pool = load_directory(d)
+            certs.extend(pool.certs)
+            crls.extend(pool.crls)
+        self._collateral = CertPool(tuple(certs), tuple(crls))
+
+    # -- RCAR: Request -> Challenge ---------------------------------------------------------
+    def auth(self, body: object) -> Challenge:
+        req = _obj(body, "request")
+        version = req.get("version")
+        if version not in SUPPORTED_VERSIONS:
+            raise ProtocolVersionError(
+                f"KBS Client Protocol Version Mismatch: client speaks {version!r}, this server "
+                f"supports {', '.join(SUPPORTED_VERSIONS)}",
+                hint="update the guest components to a release speaking KBS protocol 0.4.0",
+            )
+        tee = req.get("tee")
+        if tee not in VERIFIERS:
+            raise RequestError(
+                f"TEE {tee!r} is not supported; supported: {', '.join(supported_tees())}"
+            )
+        selected = select_hash(_extra_params(req.get("extra-params")))
+        now = self.clock()
+        session_id = secrets.token_hex(16)
+        nonce = base64.b64encode(secrets.token_bytes(32)).decode()
+        expires = now + self.settings.session_timeout
+        alg = selected or HashAlgorithm.SHA384
+        with self.db.write() as s:
+            s.add(
+                SessionRow(
+                    id=session_id,
+                    tee=str(tee),
+                    nonce=nonce,
+                    hash_alg=alg.value,
+                    selected_hash=selected is not None,
+                    created_at=_epoch(now),
+                    expires_at=_epoch(expires),
+                    nonce_used=False,
+                    token=None,
+                )
+            )
+        extra: object = {"selected-hash-algorithm": alg.value} if selected else ""
+        return Challenge(session_id, {"nonce": nonce, "extra-params": extra}, expires)
+
+    # -- RCAR: Attestation -> Response ---------------------------------------------------------
+    def _load_session(self, session_id: str | None) -> SessionRow:
+        if not session_id:
+            raise AuthError("no kbs-session-id cookie: call /auth first")
+        now = _epoch(self.clock())
+        with self.db.read() as s:
+            row = s.get(SessionRow, session_id)
+        if row is None:
+            raise AuthError("unknown session: call /auth again")
+        if row.expires_at <= now:
+            raise AuthError("session expired: call /auth again")
+        return row
+
+    def attest(self, session_id: str | None, body: object, *, client: str = "") -> AttestResult:
+        actor = f"session:{session_id or '-'}"
+        try:
+            return self._attest(session_id, body)
+        except VeriteeError as exc:
+            self._audit_denial(actor, "attest", exc, tee=_tee_of(self.db, session_id))
+            raise
+
+    def _attest(self, session_id: str | None, body: object) -> AttestResult:
+        session = self._load_session(session_id)
+        if session.nonce_used:
+            raise AuthError(
+                "this session's nonce was already used: nonces are single-use, "
+                "start a new session with /auth"
+            )
+        att = _obj(body, "attestation")
+        runtime = _obj(att.get("runtime-data"), "runtime-data")
+        nonce = runtime.get("nonce")
+        if not isinstance(nonce, str) or not hmac.compare_digest(
+            nonce.encode(), session.nonce.encode()
+        ):
+            raise VerificationError(
+                "runtime-data nonce is not this session's challenge (stale or replayed nonce)",
+                hint="use the nonce returned by /auth for this session",
+            )
+        tee_key = TeePublicKey.from_jwk(runtime.get("tee-pubkey"))
+        tee_evidence = _obj(att.get("tee-evidence"), "tee-evidence")
+        if "primary_evidence" not in tee_evidence:
+            raise RequestError("tee-evidence needs primary_evidence")
+        additional = tee_evidence.get("additional_evidence", "")
+        if not isinstance(additional, str):
+            raise RequestError("additional_evidence must be a string (JSON text or \"\")")
+        if additional:
+            raise RequestError("additional (device) evidence is not supported yet")
+        alg = HashAlgorithm.parse(session.hash_alg)
+        digest = primary_digest(session.nonce, tee_key, additional, alg)
+        now = self.clock()
+        ctx = VerifyContext(
+            now=now,
+            collateral=self._collateral,
+            fetcher=self.settings.fetcher,
+            trust_simulator=self.settings.trust_simulator and not self.settings.production,
+        )
+        verified = VERIFIERS[session.tee](tee_evidence["primary_evidence"], digest, ctx)
+        if verified.simulated and not ctx.trust_simulator:  # pragma: no cover - defence in depth
+            raise VerificationError("simulated evidence is refused by this server")
+        init_data_claims = self._check_init_data(att.get("init-data"), verified)
+
+        runtime_claims = {"nonce": session.nonce, "tee-pubkey": tee_key.canonical_jwk()}
+        input_doc = {
+            session.tee: dict(verified.claims),
+            "report_data": verified.report_data.hex(),
+            "init_data": verified.init_data.hex(),
+            "init_data_claims": init_data_claims,
+            "runtime_data_claims": runtime_claims,
+        }
+        with self.db.read() as s:
+            policy = self._attestation_policy(s)
+            reference = {n: rv.value for n, rv in refvalues.all_valid(s, now).items()}
+        decision = appraise(self.engine, policy, input_doc, reference)
+        token = issue_ear(
+            self.signer,
+            {
+                "cpu0": Submod(
+                    status=decision.status,
+                    trust_vector=decision.trust_vector,
+                    policy_id=decision.policy_id,
+                    annotated_evidence=input_doc,
+                    extensions=(
+                        (Extension(REASONS_EXTENSION, REASONS_KEY,
+                                   [str(r) for r in decision.reasons]),)
+                        if decision.reasons else ()
+                    ),
+                )
+            },
+            now=now,
+            ttl=self.settings.token_ttl,
+            issuer=self.settings.issuer,
+            verifier_build=f"veritee {_version()}",
+        )
+        with self.db.write() as s:
+            result = s.execute(
+                update(SessionRow)
+                .where(
+                    SessionRow.id == session.id,
+                    SessionRow.nonce_used.is_(False),
+                    SessionRow.expires_at > _epoch(now),
+                )
+                .values(nonce_used=True, token=token)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise AuthError("this session's nonce was already used (concurrent replay)")
+            audit.append(
+                s,
+                AuditEvent(
+                    actor=f"session:{session.id}",
+                    action="attest",
+                    tee=session.tee,
+                    evidence_digest=verified.evidence_digest,
+                    policy_hash=decision.policy_hash,
+                    decision=decision.status,
+                    detail={
+                        "trust_vector": dict(decision.trust_vector),
+                        "reasons": [str(r) for r in decision.reasons],
+                        "simulated": verified.simulated,
+                    },
+                ),
+                _epoch(now),
+            )
+        log.info(
+            "attested session=%s tee=%s status=%s simulated=%s",
+            session.id, session.tee, decision.status, verified.simulated,
+        )
+        return AttestResult(token=token, decision=decision, evidence=verified)
+
+    def _check_init_data(self, init: object, verified: VerifiedEvidence) -> object:
+        if init is None:
+            return None
+        spec = _obj(init, "init-data")
+        if spec.get("format") != "toml":
+            raise RequestError("unsupported init-data format: only \"toml\" is accepted")
+        body = spec.get("body")
+        if not isinstance(body, str):
+            raise RequestError("init-data body must be a string")
+        try:
+            doc = tomllib.loads(body)
+        except tomllib.TOMLDecodeError as exc:
+            raise RequestError(f"init-data is not valid TOML: {exc}") from None
+        alg = HashAlgorithm.parse(doc.get("algorithm", "sha256"))
+        digest = alg.digest(body.encode())
+        size = INIT_DATA_FIELD.get(verified.tee, len(verified.init_data))
+        expected = digest[:size].ljust(size, b"\0")
+        if not hmac.compare_digest(expected, verified.init_data[:size]):
+            raise VerificationError(
+                "init-data digest does not match the value bound in the hardware evidence",
+                hint="the guest was launched with different init-data",
+            )
+        data = doc.get("data")
+        return data if isinstance(data, dict) else {}
+
+    # -- resources ---------------------------------------------------------------------------
+    def _token_claims(self, session_id: str | None, bearer: str | None) -> dict[str, object]:
+        now = self.clock()
+        if bearer:
+            token = bearer
+        else:
+            session = self._load_session(session_id)
+            if not session.token:
+                raise AuthError("session is not attested: call /attest first")
+            token = session.token
+        return verify_ear(token, [self.signer.public_jwk()], now=now)
+
+    def get_resource(
+        self, path_parts: list[str], *, session_id: str | None, bearer: str | None
+    ) -> dict[str, str]:
+        path = ResourcePath.parse(path_parts)
+        actor = f"session:{session_id}" if session_id and not bearer else "bearer"
+        try:
+            claims = self._token_claims(session_id, bearer)
+            decision = self._resource_decision(claims, path)
+            if not decision.allowed:
+                raise PolicyDenied(
+                    f"resource policy denies {path}: "
+                    + ("; ".join(str(r) for r in decision.reasons) or "allow is false")
+                )
+            jwk = tee_pubkey_from_claims(claims)
+            if jwk is None:
+                raise AuthError("the token carries no tee-pubkey to encrypt the resource to")
+            tee_key = TeePublicKey.from_jwk(jwk)
+            now = self.clock()
+            with self.db.write() as s:
+                row = s.get(ResourceRow, str(path))
+                if row is None:
+                    raise NotFoundError(f"resource {path} does not exist")
+                sealed = SealedSecret(
+                    kek_id=row.kek_id,
+                    wrapped_dek=row.wrapped_dek,
+                    nonce=row.nonce,
+                    ciphertext=row.ciphertext,
+                )
+                secret = unseal(self.keyring, sealed, path.aad())
+                jwe = encrypt_for(tee_key, secret)
+                del secret
+                audit.append(
+                    s,
+                    AuditEvent(
+                        actor=actor,
+                        action="release",
+                        tee=_first_tee(claims),
+                        subject=str(path),
+                        policy_hash=decision.policy_hash,
+                        decision="allow",
+                        detail={"token_jti": str(claims.get("jti", ""))},
+                    ),
+                    _epoch(now),
+                )
+        except VeriteeError as exc:
+            self._audit_denial(actor, "release", exc, subject=str(path))
+            raise
+        log.info("released resource=%s to=%s", path, actor)
+        return jwe
+
+    def _resource_decision(self, claims: Mapping[str, object], path: ResourcePath) -> ResourceDecision:
+        with self.db.read() as s:
+            row = s.get(PolicyRow, ("resource", RESOURCE_POLICY_ID))
+        policy = (
+            RegoPolicy.parse(RESOURCE_POLICY_ID, row.body) if row else default_resource_policy()
+        )
+        data = {
+            "plugin": "resource",
+            "resource-path": [path.repository, path.type, path.tag],
+            "query": {},
+        }
+        result = self.engine.evaluate(policy, dict(claims), data)
+        allowed = result.get("allow") is True
+        reasons: list[Reason] = []
+        if not allowed:
+            submods = claims.get("submods")
+            if isinstance(submods, Mapping):
+                for name, sub in submods.items():
+                    if isinstance(sub, Mapping) and sub.get("ear.status") != "affirming":
+                        why = sub.get(REASONS_EXTENSION)
+                        detail = f"ear.status is {sub.get('ear.status')!r}"
+                        if isinstance(why, list) and why:
+                            detail += " because " + "; ".join(str(w) for w in why)
+                        reasons.append(Reason(name, detail))
+        return ResourceDecision(allowed=allowed, policy_hash=policy.sha384, reasons=tuple(reasons))
+
+    # -- policies ----------------------------------------------------------------------------
+    def _attestation_policy(self, s: Any) -> RegoPolicy:
+        for pid in (DEFAULT_ATTESTATION_POLICY_ID, "default"):
+            row = s.get(PolicyRow, ("attestation", pid))
+            if row is not None:
+                return RegoPolicy.parse(row.policy_id, row.body)
+        return default_attestation_policy()
+
+    def set_attestation_policy(self, body: object, *, admin: str) -> RegoPolicy:
+        req = _obj(body, "attestation policy request")
+        if req.get("type", "rego") != "rego":
+            raise RequestError("only policy type \"rego\" is supported")
+        policy_id = req.get("policy_id", DEFAULT_ATTESTATION_POLICY_ID)
+        if not isinstance(policy_id, str) or not policy_id or len(policy_id) > 128:
+            raise RequestError("policy_id must be a short string")
+        text = _policy_text(req.get("policy"))
+        policy = RegoPolicy.parse(policy_id, text)
+        self._store_policy("attestation", policy, admin)
+        return policy
+
+    def set_resource_policy(self, body: object, *, admin: str) -> RegoPolicy:
+        req = _obj(body, "resource policy request")
+        policy = RegoPolicy.parse(RESOURCE_POLICY_ID, _policy_text(req.get("policy")))
+        self._store_policy("resource", policy, admin)
+        return policy
+
+    def _store_policy(self, kind: str, policy: RegoPolicy, admin: str) -> None:
+        now = self.clock()
+        with self.db.write() as s:
+            row = s.get(PolicyRow, (kind, policy.policy_id))
+            if row is None:
+                row = PolicyRow(kind=kind, policy_id=policy.policy_id)
+                s.add(row)
+            row.body = policy.body
+            row.sha384 = policy.sha384
+            row.updated_at = _epoch(now)
+            audit.append(
+                s,
+                AuditEvent(actor=admin, action=f"admin.set_{kind}_policy",
+                           subject=policy.policy_id, policy_hash=policy.sha384, decision="allow"),
+                _epoch(now),
+            )
+
+    def get_policies(self, kind: str) -> list[dict[str, str]]:
+        with self.db.read() as s:
+            rows = list(s.execute(select(PolicyRow).where(PolicyRow.kind == kind)).scalars())
+        if kind == "resource" and not rows:
+            builtin = default_resource_policy()
+            return [_policy_json(builtin.policy_id, builtin.body, builtin.sha384, "builtin")]
+        return [_policy_json(r.policy_id, r.body, r.sha384, "stored") for r in rows]
+
+    # -- resources (admin) -----------------------------------------------------------------------
+    def put_resource(self, path_parts: list[str], data: bytes, *, admin: str) -> None:
+        path = ResourcePath.parse(path_parts)
+        if len(data) > MAX_RESOURCE_BYTES:
+            raise RequestError(f"resource larger than {MAX_RESOURCE_BYTES} bytes")
+        sealed = seal(self.keyring, data, path.aad())
+        now = self.clock()
+        with self.db.write() as s:
+            row = s.get(ResourceRow, str(path))
+            if row is None:
+                row = ResourceRow(path=str(path))
+                s.add(row)
+            row.kek_id = sealed.kek_id
+            row.wrapped_dek = sealed.wrapped_dek
+            row.nonce = sealed.nonce
+            row.ciphertext = sealed.ciphertext
+            row.updated_at = _epoch(now)
+            audit.append(
+                s,
+                AuditEvent(actor=admin, action="admin.put_resource", subject=str(path),
+                           decision="allow",
+                           detail={"sha256": hashlib.sha256(data).hexdigest()[:16]}),
+                _epoch(now),
+            )
+
+    def delete_resource(self, path_parts: list[str], *, admin: str) -> None:
+        path = ResourcePath.parse(path_parts)
+        now = self.clock()
+        with self.db.write() as s:
+            result = s.execute(delete(ResourceRow).where(ResourceRow.path == str(path)))
+            if not getattr(result, "rowcount", 0):
+                raise NotFoundError(f"resource {path} does not exist")
+            audit.append(
+                s,
+                AuditEvent(actor=admin, action="admin.delete_resource", subject=str(path),
+                           decision="allow"),
+                _epoch(now),
+            )
+
+    # -- reference values (admin) ------------------------------------------------------------------
+    def register_reference_values(self, body: object, *, admin: str) -> list[str]:
+        now = self.clock()
+        values = refvalues.parse_rvps_message(body, now=now, source=f"admin:{admin}")
+        with self.db.write() as s:
+            for rv in values:
+                refvalues.put(s, rv, now)
+            audit.append(
+                s,
+                AuditEvent(actor=admin, action="admin.reference_values",
+                           subject=",".join(rv.name for rv in values)[:500], decision="allow"),
+                _epoch(now),
+            )
+        return [rv.name for rv in values]
+
+    def get_reference_value(self, name: str) -> dict[str, object]:
+        with self.db.read() as s:
+            rv = refvalues.get(s, name, self.clock())
+        if rv is None:
+            raise NotFoundError(f"reference value {name!r} does not exist or has expired")
+        return rv.to_rvps()
+
+    # -- housekeeping ------------------------------------------------------------------------------
+    def sweep_sessions(self) -> int:
+        """Delete expired sessions; returns how many."""
+        with self.db.write() as s:
+            result = s.execute(
+                delete(SessionRow).where(SessionRow.expires_at <= _epoch(self.clock()))
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def _audit_denial(
+        self, actor: str, action: str, exc: VeriteeError, *, tee: str = "", subject: str = ""
+    ) -> None:
+        try:
+            audit.record(
+                self.db,
+                AuditEvent(actor=actor, action=action, tee=tee, subject=subject,
+                           decision="deny", detail={"code": exc.code, "reason": exc.message}),
+                _epoch(self.clock()),
+            )
+        except Exception:  # pragma: no cover - auditing must not mask the original error
+            log.exception("could not write the audit record for a denial")
+
+
+def _extra_params(value: object) -> object:
+    if isinstance(value, Mapping):
+        return value.get("supported-hash-algorithms")
+    return None
+
+
+def _policy_text(value: object) -> str:
+    raw = _b64url_decode(value, "policy")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("policy is not UTF-8 text") from None
+
+
+def _policy_json(pid: str, body: str, sha: str, origin: str) -> dict[str, str]:
+    return {
+        "policy_id": pid,
+        "policy": base64.urlsafe_b64encode(body.encode()).decode().rstrip("="),
+        "sha384": sha,
+        "origin": origin,
+    }
+
+
+def _first_tee(claims: Mapping[str, object]) -> str:
+    submods = claims.get("submods")
+    if isinstance(submods, Mapping):
+        cpu = submods.get("cpu0")
+        if isinstance(cpu, Mapping):
+            ev = cpu.get("ear.veraison.annotated-evidence")
+            if isinstance(ev, Mapping):
+                for key in ev:
+                    if key in VERIFIERS:
+                        return key
+    return ""
+
+
+def _tee_of(db: Database, session_id: str | None) -> str:
+    if not session_id:
+        return ""
+    try:
+        with db.read() as s:
+            row = s.get(SessionRow, session_id)
+        return row.tee if row else ""
+    except Exception:  # pragma: no cover
+        return ""
+
+
+def _version() -> str:
+    from veritee import __version__
+
+    return __version__
+
+
+__all__ = ["PROTOCOL_VERSION", "BrokerSettings", "KeyBroker", "ResourcePath"]

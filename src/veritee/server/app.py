@@ -1,0 +1,274 @@
+"""The FastAPI application: KBS routes under /kbs/v0, admin API, JWKS, health.
+
+Handlers are thin: read the transport (cookie, bearer, body), call the broker,
+map outcomes to Trustee's error shape. Bad client input never yields a 500.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from veritee.clock import utcnow
+from veritee.errors import (
+    AuthError,
+    CollateralUnavailableError,
+    EvidenceFormatError,
+    NotFoundError,
+    PolicyDenied,
+    PolicyError,
+    ProtocolVersionError,
+    RequestError,
+    VerificationError,
+    VeriteeError,
+)
+from veritee.server.admin_auth import verify_admin_token
+from veritee.server.bootstrap import Service, open_service
+from veritee.server.config import ServiceConfig
+
+log = logging.getLogger("veritee.server")
+ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
+COOKIE = "kbs-session-id"
+
+
+class KbsHttpError(Exception):
+    def __init__(self, status: int, variant: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.variant = variant
+        self.detail = detail
+
+
+def _error(status: int, variant: str, detail: str) -> JSONResponse:
+    return JSONResponse({"type": ERROR_TYPE + variant, "detail": detail}, status_code=status)
+
+
+def _map(exc: VeriteeError, *, area: str, strict: bool) -> KbsHttpError:
+    """Trustee's variants; 401 everywhere unless strict status codes are on."""
+    detail = str(exc)
+    if isinstance(exc, PolicyDenied):
+        return KbsHttpError(403 if strict else 401, "PolicyDeny", detail)
+    if isinstance(exc, NotFoundError):
+        return KbsHttpError(404 if strict else 401, "PluginInternalError", detail)
+    if isinstance(exc, PolicyError):
+        return KbsHttpError(400 if strict else 401, "PolicyEngineError", detail)
+    if isinstance(exc, AuthError):
+        variant = "AdminAuthAccess" if area == "admin" else "TokenNotFound"
+        return KbsHttpError(401, variant, detail)
+    if isinstance(exc, ProtocolVersionError):
+        return KbsHttpError(401, "AttestationError", detail)
+    if area == "resource" and isinstance(exc, VerificationError):
+        return KbsHttpError(401, "TokenVerifierError", detail)
+    if isinstance(exc, EvidenceFormatError | VerificationError | CollateralUnavailableError):
+        return KbsHttpError(401, "AttestationError", detail)
+    if isinstance(exc, RequestError):
+        return KbsHttpError(400 if strict else 401, "SerdeError", detail)
+    return KbsHttpError(401, "PluginInternalError", detail)
+
+
+def create_app(config: ServiceConfig, *, trust_simulator: bool | None = None) -> FastAPI:
+    service = open_service(config, trust_simulator=trust_simulator)
+    return build_app(service)
+
+
+def build_app(service: Service) -> FastAPI:
+    config = service.config
+    broker = service.broker
+    strict = config.strict_status_codes
+    app = FastAPI(title="veritee", version=_version(), docs_url=None, redoc_url=None)
+    app.state.service = service
+    if config.insecure_allow_all:
+        log.warning("ADMIN AUTHENTICATION IS OFF (insecure_allow_all): anyone can change secrets")
+    if broker.settings.trust_simulator:
+        log.warning("trusting SIMULATED TEEs: evidence from simulators will be accepted")
+
+    async def body_json(request: Request) -> object:
+        raw = await _body(request, config.max_body_bytes)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise KbsHttpError(401, "SerdeError", "request body is not valid JSON") from None
+
+    def admin(request: Request) -> str:
+        if config.insecure_allow_all:
+            log.warning("admin request accepted without authentication (insecure_allow_all)")
+            return "admin:insecure"
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise KbsHttpError(401, "AdminAuthAccess", "admin token required (Authorization: Bearer)")
+        try:
+            identity = verify_admin_token(token.strip(), list(service.admin_keys), now=utcnow())
+        except VeriteeError as exc:
+            raise KbsHttpError(401, "AdminAuthAccess", str(exc)) from None
+        return f"admin:{identity.subject}"
+
+    @app.exception_handler(KbsHttpError)
+    async def _kbs_error(_: Request, exc: KbsHttpError) -> JSONResponse:
+        return _error(exc.status, exc.variant, exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _error(404, "InvalidRequestPath", "no such endpoint")
+        if exc.status_code == 405:
+            return _error(405, "InvalidRequestPath", "method not allowed on this endpoint")
+        return _error(exc.status_code, "HTTPFailed", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
+        log.exception("internal error")
+        return _error(500, "PluginInternalError", "internal error (see server log)")
+
+    def run(area: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VeriteeError as exc:
+            mapped = _map(exc, area=area, strict=strict)
+            log.info("refused %s: %s (%s)", area, exc.code, mapped.variant)
+            raise mapped from None
+
+    # -- guest routes -------------------------------------------------------------------------
+    @app.post("/kbs/v0/auth")
+    async def auth(request: Request) -> Response:
+        body = await body_json(request)
+        challenge = run("attest", broker.auth, body)
+        response = JSONResponse(challenge.body)
+        _set_cookie(response, challenge.session_id, challenge.expires_at)
+        return response
+
+    @app.post("/kbs/v0/attest")
+    async def attest(request: Request) -> Response:
+        body = await body_json(request)
+        session_id = request.cookies.get(COOKIE)
+        result = run("attest", broker.attest, session_id, body)
+        response = JSONResponse({"token": result.token})
+        if session_id:
+            response.headers["set-cookie"] = f"{COOKIE}={session_id}"
+        return response
+
+    @app.get("/kbs/v0/resource/{repository}/{rtype}/{tag}")
+    async def get_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
+        bearer = None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            bearer = token.strip()
+        jwe = run(
+            "resource",
+            broker.get_resource,
+            [repository, rtype, tag],
+            session_id=request.cookies.get(COOKIE),
+            bearer=bearer,
+        )
+        return JSONResponse(jwe)
+
+    # -- admin routes ---------------------------------------------------------------------------
+    @app.post("/kbs/v0/resource/{repository}/{rtype}/{tag}")
+    async def put_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
+        who = admin(request)
+        data = await _body(request, config.max_body_bytes)
+        run("admin", broker.put_resource, [repository, rtype, tag], data, admin=who)
+        return Response(status_code=200)
+
+    @app.delete("/kbs/v0/resource/{repository}/{rtype}/{tag}")
+    async def delete_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
+        who = admin(request)
+        run("admin", broker.delete_resource, [repository, rtype, tag], admin=who)
+        return Response(status_code=200)
+
+    @app.post("/kbs/v0/attestation-policy")
+    async def set_attestation_policy(request: Request) -> Response:
+        who = admin(request)
+        run("admin", broker.set_attestation_policy, await body_json(request), admin=who)
+        return Response(status_code=200)
+
+    @app.get("/kbs/v0/attestation-policy")
+    async def get_attestation_policy(request: Request) -> Response:
+        admin(request)
+        return JSONResponse(run("admin", broker.get_policies, "attestation"))
+
+    @app.post("/kbs/v0/resource-policy")
+    async def set_resource_policy(request: Request) -> Response:
+        who = admin(request)
+        run("admin", broker.set_resource_policy, await body_json(request), admin=who)
+        return Response(status_code=200)
+
+    @app.get("/kbs/v0/resource-policy")
+    async def get_resource_policy(request: Request) -> Response:
+        admin(request)
+        return JSONResponse(run("admin", broker.get_policies, "resource"))
+
+    @app.post("/kbs/v0/reference-value")
+    async def register_reference_value(request: Request) -> Response:
+        who = admin(request)
+        names = run("admin", broker.register_reference_values, await body_json(request), admin=who)
+        return JSONResponse({"registered": names})
+
+    @app.get("/kbs/v0/reference-value/{name}")
+    async def get_reference_value(request: Request, name: str) -> Response:
+        admin(request)
+        return JSONResponse(run("admin", broker.get_reference_value, name))
+
+    # -- public ---------------------------------------------------------------------------------
+    @app.get("/.well-known/jwks.json")
+    async def jwks() -> Response:
+        return JSONResponse(broker.signer.jwks())
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            with service.db.read() as s:
+                s.execute(__import__("sqlalchemy").text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return app
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _set_cookie(response: Response, session_id: str, expires: Any) -> None:
+    # Trustee sets only Expires (no Path/Secure/HttpOnly); guests parse exactly this.
+    stamp = email.utils.format_datetime(expires, usegmt=True)
+    response.headers["set-cookie"] = f"{COOKIE}={session_id}; Expires={stamp}"
+
+
+def _version() -> str:
+    from veritee import __version__
+
+    return __version__
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory for multi-worker runs: the data directory comes from the environment."""
+    data_dir = os.environ.get("VERITEE_DATA_DIR")
+    if not data_dir:
+        raise RuntimeError("VERITEE_DATA_DIR is not set")
+    trust = os.environ.get("VERITEE_TRUST_SIMULATOR") == "1"
+    return create_app(ServiceConfig.load(Path(data_dir)), trust_simulator=trust or None)

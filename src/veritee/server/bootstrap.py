@@ -1,0 +1,88 @@
+"""Create a data directory (``veritee init``) and assemble a broker from one."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from veritee.appraisal.ear import TokenSigner
+from veritee.broker.kbs import BrokerSettings, KeyBroker
+from veritee.broker.keyring import FileKeyring
+from veritee.collateral import FetcherChain, HttpFetcher
+from veritee.errors import ConfigError
+from veritee.server.admin_auth import AdminKeyPair
+from veritee.server.config import CONFIG_FILE, DEFAULT_CONFIG, ServiceConfig
+from veritee.store.db import Database
+
+
+def init_data_dir(data_dir: Path, *, force: bool = False) -> ServiceConfig:
+    """Config, database, KEK, token key and an admin key pair; refuses to overwrite keys."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    config_path = data_dir / CONFIG_FILE
+    if config_path.exists() and not force:
+        raise ConfigError(f"{data_dir} is already initialised", hint="use another directory")
+    config_path.write_text(DEFAULT_CONFIG)
+    (data_dir / "collateral").mkdir(exist_ok=True)
+    config = ServiceConfig.load(data_dir)
+    if not config.kek_path.exists():
+        FileKeyring.create(config.kek_path)
+    if not config.token_key_path.exists():
+        TokenSigner.generate().save_pem(config.token_key_path)
+    admin_key, admin_pub = data_dir / "admin.key", data_dir / "admin.pub"
+    if not admin_key.exists():
+        AdminKeyPair.generate().save(admin_key, admin_pub)
+    db = Database(config.db_url)
+    db.migrate()
+    db.dispose()
+    return config
+
+
+@dataclass
+class Service:
+    config: ServiceConfig
+    db: Database
+    broker: KeyBroker
+    admin_keys: tuple[object, ...]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("VERITEE_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veritee"
+
+
+def open_service(config: ServiceConfig, *, trust_simulator: bool | None = None) -> Service:
+    trust_sim = config.trust_simulator if trust_simulator is None else trust_simulator
+    if config.production and trust_sim:
+        raise ConfigError("--trust-simulator is refused: this deployment is configured production")
+    db = Database(config.db_url)
+    db.migrate()
+    keyring = FileKeyring(config.kek_path)
+    signer = TokenSigner.load_pem(config.token_key_path)
+    fetcher = FetcherChain(HttpFetcher(cache_dir=cache_dir())) if config.fetch else None
+    broker = KeyBroker(
+        db=db,
+        keyring=keyring,
+        signer=signer,
+        settings=BrokerSettings(
+            session_timeout=config.session_timeout,
+            token_ttl=config.token_ttl,
+            trust_simulator=trust_sim,
+            production=config.production,
+            collateral_dirs=config.collateral_dirs,
+            fetcher=fetcher,
+        ),
+    )
+    admin_keys: list[object] = []
+    if not config.insecure_allow_all:
+        for path in config.admin_public_keys:
+            admin_keys.append(AdminKeyPair.load_public(path))
+        if not admin_keys:
+            raise ConfigError(
+                "no admin public key configured: admin endpoints would be unusable",
+                hint="set [admin] public_keys in config.toml",
+            )
+    return Service(config=config, db=db, broker=broker, admin_keys=tuple(admin_keys))

@@ -1,0 +1,78 @@
+"""Database schema. Times are integer UNIX seconds (portable across SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SessionRow(Base):
+    """One KBS session: the challenge issued by /auth and, after /attest, the token."""
+
+    __tablename__ = "kbs_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tee: Mapped[str] = mapped_column(String(32))
+    nonce: Mapped[str] = mapped_column(String(128))
+    hash_alg: Mapped[str] = mapped_column(String(16))
+    selected_hash: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    nonce_used: Mapped[bool] = mapped_column(Boolean, default=False)
+    token: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ResourceRow(Base):
+    """A secret, sealed under a data key that is wrapped by the KEK (never plaintext)."""
+
+    __tablename__ = "resources"
+
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PolicyRow(Base):
+    __tablename__ = "policies"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # attestation | resource
+    policy_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    sha384: Mapped[str] = mapped_column(String(96))
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReferenceValueRow(Base):
+    __tablename__ = "reference_values"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value_json: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditRow(Base):
+    """Append-only, hash-chained: hash = SHA-256(prev_hash || JCS(record fields))."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    tee: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(512))
+    evidence_digest: Mapped[str] = mapped_column(String(128))
+    policy_hash: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(32))
+    detail_json: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
