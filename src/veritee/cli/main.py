@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 import typer
 
 from veritee import __version__
-from veritee.cli import output, sim, verify
-from veritee.clock import utcnow
+from veritee.cli import output, service, sim, verify
 from veritee.errors import VeriteeError
 
 app = typer.Typer(
@@ -20,6 +18,13 @@ app = typer.Typer(
 )
 app.add_typer(verify.app, name="verify")
 app.add_typer(sim.app, name="sim")
+app.command("init")(service.init)
+app.command("serve")(service.serve)
+app.command("attest")(service.attest)
+app.add_typer(service.resource_app, name="resource")
+app.add_typer(service.policy_app, name="policy")
+app.add_typer(service.rv_app, name="rv")
+app.add_typer(service.audit_app, name="audit")
 
 # Feature modules register their commands on import (e.g. ``@verify.app.command("tdx")``).
 # One import line per module, kept sorted.
@@ -35,53 +40,10 @@ def version() -> None:
 
 @app.command()
 def demo() -> None:
-    """Simulate an SNP guest, verify its report, and show that tampering is caught."""
-    from veritee.tee.snp.claims import SnpClaims
-    from veritee.tee.snp.sim import SIMULATOR_BANNER, SimulatedSnpPlatform
-    from veritee.tee.snp.verify import SnpCollateral, TrustRoots, verify_report
+    """Full attestation + secret release on loopback with a simulated SNP guest."""
+    from veritee.cli.demo import run_demo
 
-    output.err.print(f"[bold yellow]{SIMULATOR_BANNER}[/]")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        platform = SimulatedSnpPlatform.generate()
-    nonce = b"veritee-demo-nonce".ljust(64, b"\0")
-    report = platform.report(report_data=nonce, measurement=bytes(range(48)))
-    collateral = SnpCollateral(vek=platform.vcek, intermediates=(platform.ask, platform.ark))
-    now = utcnow()
-    verified = verify_report(
-        report,
-        collateral,
-        TrustRoots.amd(()).with_root(platform.ark),
-        now,
-        expected_report_data=nonce,
-    )
-    output.out.print(
-        output.claims_table(
-            "simulated SEV-SNP guest: verified claims", SnpClaims.from_verified(verified).to_json()
-        )
-    )
-    tampered = bytearray(report.to_bytes())
-    tampered[0x90] ^= 1  # one bit of the measurement
-    from veritee.tee.snp.report import SnpReport
-
-    try:
-        verify_report(
-            SnpReport.from_bytes(bytes(tampered)),
-            collateral,
-            TrustRoots.amd(()).with_root(platform.ark),
-            now,
-        )
-    except VeriteeError as exc:
-        output.out.print(f"[green]tampered report refused as expected:[/] {exc.message}")
-    else:  # pragma: no cover - would be a verifier bug
-        raise SystemExit("BUG: a tampered report verified")
-    try:
-        verify_report(report, collateral, TrustRoots.amd(()), now)
-    except VeriteeError as exc:
-        output.out.print(f"[green]simulator root not trusted by default:[/] {exc.message}")
-    else:  # pragma: no cover
-        raise SystemExit("BUG: the simulator root was trusted without being asked")
-    output.out.print("[bold green]demo complete[/]")
+    run_demo()
 
 
 def main(argv: list[str] | None = None) -> int:

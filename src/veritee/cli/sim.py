@@ -63,3 +63,30 @@ def sim_snp_report(
         f"verify with:\n  veritee verify snp {out}/report.bin --certs {out} "
         f"--trust-root {out}/ark.pem"
     )
+
+
+@snp_app.command("evidence")
+def sim_snp_evidence(
+    report_data: Annotated[str, typer.Option(help="REPORT_DATA (hex, up to 64 bytes).")],
+    measurement: Annotated[str | None, typer.Option(help="MEASUREMENT (hex, 48 bytes).")] = None,
+    debug: Annotated[bool, typer.Option(help="Set the debug-allowed policy bit.")] = False,
+) -> None:
+    """Print the KBS primary_evidence JSON of a simulated SNP guest (as a CoCo guest sends it)."""
+    import json
+    import sys
+
+    from veritee.attester.providers import SimulatedSnpProvider
+    from veritee.server.bootstrap import cache_dir
+    from veritee.tee.snp.sim import cached_platform
+
+    rd = _hex(report_data, 64, "--report-data") or b""
+    meas = _hex(measurement, 48, "--measurement")
+    if meas is not None and len(meas) != 48:
+        raise ConfigError("--measurement must be exactly 48 bytes")
+    output.err.print(f"[bold yellow]{SIMULATOR_BANNER}[/]")
+    provider = SimulatedSnpProvider(
+        cached_platform(cache_dir()),
+        measurement=meas if meas is not None else bytes(48),
+        policy=DEFAULT_POLICY | (1 << 19 if debug else 0),
+    )
+    sys.stdout.write(json.dumps(provider.evidence(rd)) + "\n")

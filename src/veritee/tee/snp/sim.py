@@ -13,6 +13,7 @@ import os
 import secrets
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -233,3 +234,58 @@ class SimulatedSnpPlatform:
 
     def vcek_der(self) -> bytes:
         return self.vcek.public_bytes(serialization.Encoding.DER)
+
+
+def save_platform(platform: SimulatedSnpPlatform, directory: Path) -> None:
+    """Persist a simulated platform (keys 0600) so separate processes share it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    enc = serialization.NoEncryption()
+    for name, key in (("ark", platform.ark_key), ("ask", platform.ask_key),
+                      ("vcek", platform.vcek_key)):
+        path = directory / f"{name}.key"
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8, enc))
+        path.chmod(0o600)
+    for name, cert in (("ark", platform.ark), ("ask", platform.ask), ("vcek", platform.vcek)):
+        (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "platform.txt").write_text(
+        f"{platform.product.value}\n{platform.chip_id.hex()}\n{platform.tcb.to_bytes().hex()}\n"
+    )
+
+
+def load_platform(directory: Path) -> SimulatedSnpPlatform:
+    product_name, chip_hex, tcb_hex = (directory / "platform.txt").read_text().split()
+    product = Product.from_name(product_name)
+
+    def key(name: str) -> object:
+        return serialization.load_pem_private_key((directory / f"{name}.key").read_bytes(), None)
+
+    def cert(name: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate((directory / f"{name}.pem").read_bytes())
+
+    ark_key, ask_key, vcek_key = key("ark"), key("ask"), key("vcek")
+    assert isinstance(ark_key, rsa.RSAPrivateKey) and isinstance(ask_key, rsa.RSAPrivateKey)
+    assert isinstance(vcek_key, ec.EllipticCurvePrivateKey)
+    return SimulatedSnpPlatform(
+        product=product,
+        chip_id=bytes.fromhex(chip_hex),
+        tcb=TcbVersion.from_bytes(bytes.fromhex(tcb_hex), fmc_layout=product.has_fmc),
+        ark_key=ark_key,
+        ask_key=ask_key,
+        vcek_key=vcek_key,
+        ark=cert("ark"),
+        ask=cert("ask"),
+        vcek=cert("vcek"),
+    )
+
+
+def cached_platform(cache: Path, product: Product = Product.MILAN) -> SimulatedSnpPlatform:
+    """The simulated platform kept under ``cache`` (generated on first use)."""
+    directory = cache / "sim" / f"snp-{product.value.lower()}"
+    if (directory / "platform.txt").is_file():
+        return load_platform(directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        platform = SimulatedSnpPlatform.generate(product)
+    save_platform(platform, directory)
+    return platform

@@ -1,0 +1,328 @@
+"""Service commands: init, serve, admin clients (resource, policy, rv), attest, audit."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from veritee.cli import output
+from veritee.clock import utcnow
+from veritee.errors import AuthError, ConfigError, NotFoundError, RequestError, VeriteeError
+
+resource_app = typer.Typer(help="Manage secrets on a KBS (admin).", no_args_is_help=True)
+policy_app = typer.Typer(help="Manage attestation and resource policies (admin).",
+                         no_args_is_help=True)
+rv_app = typer.Typer(help="Manage reference values (admin).", no_args_is_help=True)
+audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
+
+KbsOpt = Annotated[str, typer.Option("--kbs", help="KBS base URL, e.g. http://127.0.0.1:8080")]
+AdminKeyOpt = Annotated[Path, typer.Option("--admin-key", help="Admin Ed25519 private key (PEM).")]
+
+
+def _admin_headers(admin_key: Path) -> dict[str, str]:
+    from veritee.server.admin_auth import AdminKeyPair, mint_admin_token
+
+    pair = AdminKeyPair.load(admin_key)
+    token = mint_admin_token(pair.private_key, now=utcnow(), ttl=dt.timedelta(minutes=5))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the KBS at {url}: {exc}",
+                          hint="check --kbs and that `veritee serve` is running") from None
+    if response.status_code != 200:
+        try:
+            body = response.json()
+            detail = f"{str(body.get('type', '')).rsplit('/', 1)[-1]}: {body.get('detail', '')}"
+        except ValueError:
+            detail = response.text[:300]
+        if response.status_code == 401 and "AdminAuth" in detail:
+            raise AuthError(f"the KBS refused the admin credentials ({detail})",
+                            hint="pass the admin.key of this deployment with --admin-key")
+        if response.status_code == 404:
+            raise NotFoundError(detail)
+        raise RequestError(f"the KBS refused the request ({response.status_code} {detail})")
+    return response
+
+
+def _path3(value: str) -> str:
+    parts = value.strip("/").split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"resource path must be REPO/TYPE/TAG, got {value!r}")
+    return "/".join(parts)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+# -- init / serve ------------------------------------------------------------------------------
+
+
+def init(data_dir: Annotated[Path, typer.Argument(help="Directory to create.")]) -> None:
+    """Create a data directory: config, SQLite database, KEK, token key, admin key pair."""
+    from veritee.server.bootstrap import init_data_dir
+
+    init_data_dir(data_dir)
+    output.out.print(f"[green]initialised[/] {data_dir}")
+    output.out.print(f"  config       {data_dir / 'config.toml'}")
+    output.out.print(f"  database     {data_dir / 'veritee.db'}")
+    output.out.print(f"  KEK          {data_dir / 'kek.key'} (keep secret; back it up)")
+    output.out.print(f"  admin key    {data_dir / 'admin.key'} / {data_dir / 'admin.pub'}")
+    output.out.print(f"next: veritee serve --data-dir {data_dir}")
+
+
+def serve(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory (veritee init).")],
+    host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default from config).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    trust_simulator: Annotated[
+        bool, typer.Option(help="Accept evidence from veritee's simulators (never production).")
+    ] = False,
+) -> None:
+    """Run the KBS (uvicorn)."""
+    import logging
+
+    import uvicorn
+
+    from veritee.server.config import ServiceConfig
+
+    config = ServiceConfig.load(data_dir)
+    bind = host or config.host
+    if not _is_loopback(bind) and not config.allow_http_non_loopback:
+        raise ConfigError(
+            f"refusing to serve plain HTTP on {bind}",
+            hint="bind to 127.0.0.1 behind a TLS proxy, or set allow_http_non_loopback = true",
+        )
+    if trust_simulator and config.production:
+        raise ConfigError("--trust-simulator is refused: this deployment is configured production")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s "
+        + ("[SIMULATOR TRUSTED] " if trust_simulator else "")
+        + "%(message)s",
+    )
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    os.environ["VERITEE_DATA_DIR"] = str(data_dir.resolve())
+    if trust_simulator:
+        os.environ["VERITEE_TRUST_SIMULATOR"] = "1"
+    output.err.print(f"veritee KBS on http://{bind}:{port or config.port} ({workers} worker(s))")
+    uvicorn.run(
+        "veritee.server.app:create_app_from_env",
+        factory=True,
+        host=bind,
+        port=port or config.port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- admin clients -------------------------------------------------------------------------------
+
+
+@resource_app.command("put")
+def resource_put(
+    kbs: KbsOpt,
+    admin_key: AdminKeyOpt,
+    path: Annotated[str, typer.Argument(help="REPO/TYPE/TAG")],
+    file: Annotated[Path, typer.Argument(help="File holding the secret.")],
+) -> None:
+    """Store a secret (encrypted at rest under the KEK)."""
+    data = file.read_bytes()
+    _request("POST", f"{kbs.rstrip('/')}/kbs/v0/resource/{_path3(path)}",
+             content=data, headers=_admin_headers(admin_key))
+    output.out.print(f"[green]stored[/] {_path3(path)} ({len(data)} bytes)")
+
+
+@resource_app.command("delete")
+def resource_delete(kbs: KbsOpt, admin_key: AdminKeyOpt,
+                    path: Annotated[str, typer.Argument(help="REPO/TYPE/TAG")]) -> None:
+    """Delete a secret."""
+    _request("DELETE", f"{kbs.rstrip('/')}/kbs/v0/resource/{_path3(path)}",
+             headers=_admin_headers(admin_key))
+    output.out.print(f"[green]deleted[/] {_path3(path)}")
+
+
+@policy_app.command("set")
+def policy_set(
+    kbs: KbsOpt,
+    admin_key: AdminKeyOpt,
+    kind: Annotated[str, typer.Argument(help="attestation or resource")],
+    file: Annotated[Path, typer.Argument(help="Rego policy file.")],
+    policy_id: Annotated[str, typer.Option(help="Attestation policy id.")] = "default_cpu",
+) -> None:
+    """Set the attestation or the resource policy."""
+    body = _b64url(file.read_bytes())
+    if kind == "attestation":
+        url, payload = "attestation-policy", {"type": "rego", "policy_id": policy_id, "policy": body}
+    elif kind == "resource":
+        url, payload = "resource-policy", {"policy": body}
+    else:
+        raise ConfigError("policy kind must be 'attestation' or 'resource'")
+    _request("POST", f"{kbs.rstrip('/')}/kbs/v0/{url}", json=payload,
+             headers=_admin_headers(admin_key))
+    output.out.print(f"[green]{kind} policy set[/] from {file}")
+
+
+@policy_app.command("get")
+def policy_get(kbs: KbsOpt, admin_key: AdminKeyOpt,
+               kind: Annotated[str, typer.Argument(help="attestation or resource")]) -> None:
+    """Print the stored policies of one kind as JSON."""
+    if kind not in ("attestation", "resource"):
+        raise ConfigError("policy kind must be 'attestation' or 'resource'")
+    r = _request("GET", f"{kbs.rstrip('/')}/kbs/v0/{kind}-policy",
+                 headers=_admin_headers(admin_key))
+    output.print_json(r.json())
+
+
+@rv_app.command("add")
+def rv_add(
+    kbs: KbsOpt,
+    admin_key: AdminKeyOpt,
+    name: Annotated[str, typer.Argument(help="Reference value name, e.g. snp_launch_measurement")],
+    values: Annotated[list[str], typer.Argument(help="Values (JSON or plain strings).")],
+) -> None:
+    """Register reference values (a list under one name)."""
+    parsed: list[object] = []
+    for v in values:
+        try:
+            parsed.append(json.loads(v))
+        except ValueError:
+            parsed.append(v)
+    payload = base64.b64encode(json.dumps({name: parsed}).encode()).decode()
+    _request("POST", f"{kbs.rstrip('/')}/kbs/v0/reference-value",
+             json={"version": "0.1.0", "type": "sample", "payload": payload},
+             headers=_admin_headers(admin_key))
+    output.out.print(f"[green]registered[/] {name} = {parsed}")
+
+
+@rv_app.command("get")
+def rv_get(kbs: KbsOpt, admin_key: AdminKeyOpt, name: Annotated[str, typer.Argument()]) -> None:
+    """Print one reference value."""
+    r = _request("GET", f"{kbs.rstrip('/')}/kbs/v0/reference-value/{name}",
+                 headers=_admin_headers(admin_key))
+    output.print_json(r.json())
+
+
+# -- guest side ------------------------------------------------------------------------------------
+
+
+def attest(
+    kbs: KbsOpt,
+    tee: Annotated[str, typer.Option(help="snp-sim (simulator), snp (configfs-tsm or /dev/sev-guest)")],
+    resource: Annotated[str, typer.Option(help="REPO/TYPE/TAG to fetch after attesting.")],
+    measurement: Annotated[str | None, typer.Option(help="Simulator: MEASUREMENT (hex).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the secret here (default: stdout).")] = None,
+) -> None:
+    """Run the guest side: attest to the KBS, then fetch and decrypt one resource."""
+    from veritee.attester.client import KbsClient
+    from veritee.attester.providers import (
+        CONFIGFS_TSM,
+        ConfigfsTsmProvider,
+        EvidenceProvider,
+        SevGuestDeviceProvider,
+        SimulatedSnpProvider,
+    )
+    from veritee.server.bootstrap import cache_dir
+    from veritee.tee.snp.sim import SIMULATOR_BANNER, cached_platform
+
+    provider: EvidenceProvider
+    if tee == "snp-sim":
+        output.err.print(f"[yellow]{SIMULATOR_BANNER}[/]")
+        meas = bytes.fromhex(measurement) if measurement else bytes(48)
+        if len(meas) != 48:
+            raise ConfigError("--measurement must be 48 bytes of hex")
+        provider = SimulatedSnpProvider(cached_platform(cache_dir()), measurement=meas)
+    elif tee == "snp":
+        provider = ConfigfsTsmProvider() if CONFIGFS_TSM.is_dir() else SevGuestDeviceProvider()
+    else:
+        raise ConfigError(f"unknown --tee {tee!r}", hint="use snp-sim or snp")
+    with KbsClient(kbs) as client:
+        client.attest(provider)
+        secret = client.get_resource(_path3(resource))
+    if out is not None:
+        out.write_bytes(secret)
+        out.chmod(0o600)
+        output.err.print(f"[green]attested and received[/] {_path3(resource)} -> {out}")
+    else:
+        import sys
+
+        sys.stdout.buffer.write(secret)
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
+) -> None:
+    """Check the hash chain of the audit log; name the first broken record."""
+    from veritee.broker.audit import verify_chain
+    from veritee.server.config import ServiceConfig
+    from veritee.store.db import Database
+
+    db = Database(ServiceConfig.load(data_dir).db_url)
+    report = verify_chain(db)
+    if report.ok:
+        output.out.print(f"[green]audit chain intact[/]: {report.records} records")
+        return
+    raise _AuditBroken(f"audit chain broken at record {report.first_broken}: {report.reason}")
+
+
+@audit_app.command("show")
+def audit_show(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
+    last: Annotated[int, typer.Option(help="How many of the latest records.")] = 20,
+) -> None:
+    """Print the latest audit records."""
+    from veritee.broker.audit import iter_rows
+    from veritee.server.config import ServiceConfig
+    from veritee.store.db import Database
+
+    rows = list(iter_rows(Database(ServiceConfig.load(data_dir).db_url)))[-last:]
+    output.out.print(audit_table(rows))
+
+
+def audit_table(rows: list[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="audit trail (hash-chained)")
+    table.add_column("#", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("subject", overflow="ellipsis", max_width=22, no_wrap=True)
+    table.add_column("decision", no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", max_width=40, no_wrap=True)
+    table.add_column("hash", no_wrap=True)
+    for r in rows:
+        detail = json.loads(r.detail_json)
+        text = detail.get("reason") or "; ".join(detail.get("reasons", [])[:1]) or ""
+        table.add_row(str(r.seq), r.action, r.subject, r.decision, text, r.hash[:10])
+    return table
+
+
+class _AuditBroken(VeriteeError):
+    code = "audit.broken"
+    exit_code = 3
