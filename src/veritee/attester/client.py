@@ -74,6 +74,10 @@ class KbsClient:
             variant, detail = "HTTPFailed", response.text[:200]
         raise KbsRefused(response.status_code, variant, detail)
 
+    def _cookie(self) -> dict[str, str]:
+        # Sent explicitly: the session belongs to this exchange, not to a cookie jar.
+        return {"Cookie": f"{COOKIE}={self.session_id or ''}"}
+
     def auth(self, tee: str) -> tuple[str, HashAlgorithm]:
         request = {
             "version": PROTOCOL_VERSION,
@@ -83,6 +87,7 @@ class KbsClient:
         r = self.http.post(f"{self.base}/kbs/v0/auth", json=request)
         self._check(r)
         self.session_id = r.cookies.get(COOKIE)
+        self.http.cookies.clear()
         if not self.session_id:
             raise AuthError("the KBS did not set a kbs-session-id cookie")
         challenge = r.json()
@@ -117,7 +122,7 @@ class KbsClient:
         if init_data_toml is not None:
             body["init-data"] = {"format": "toml", "body": init_data_toml}
         r = self.http.post(
-            f"{self.base}/kbs/v0/attest", json=body, cookies={COOKIE: self.session_id or ""}
+            f"{self.base}/kbs/v0/attest", json=body, headers=self._cookie()
         )
         self._check(r)
         token = r.json().get("token")
@@ -131,7 +136,7 @@ class KbsClient:
         if use_bearer:
             r = self.http.get(url, headers={"Authorization": f"Bearer {self.token}"})
         else:
-            r = self.http.get(url, cookies={COOKIE: self.session_id or ""})
+            r = self.http.get(url, headers=self._cookie())
         self._check(r)
         return decrypt(r.json(), self.tee_key)
 
