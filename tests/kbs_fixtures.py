@@ -37,13 +37,13 @@ class Kbs:
     admin: AdminKeyPair
 
     def admin_headers(self, **kw: object) -> dict[str, str]:
-        token = mint_admin_token(self.admin.private_key, now=dt.datetime.now(dt.UTC),
-                                 ttl=dt.timedelta(minutes=5), **kw)  # type: ignore[arg-type]
+        token = mint_admin_token(
+            self.admin.private_key, now=dt.datetime.now(dt.UTC), ttl=dt.timedelta(minutes=5), **kw
+        )  # type: ignore[arg-type]
         return {"Authorization": f"Bearer {token}"}
 
     def admin_post(self, path: str, **kw: object) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", headers=self.admin_headers(), timeout=30,
-                          **kw)  # type: ignore[arg-type]
+        return httpx.post(f"{self.url}{path}", headers=self.admin_headers(), timeout=30, **kw)  # type: ignore[arg-type]
 
     def snapshot(self) -> dict[str, list[tuple[object, ...]]]:
         """Every row of every table except the audit log."""
@@ -66,7 +66,8 @@ def start_kbs(tmp: Path, platform: SimulatedSnpPlatform, *, strict: bool = False
     if strict:
         cfg = (data_dir / "config.toml").read_text()
         (data_dir / "config.toml").write_text(
-            cfg.replace("strict_status_codes = false", "strict_status_codes = true"))
+            cfg.replace("strict_status_codes = false", "strict_status_codes = true")
+        )
     service = open_service(ServiceConfig.load(data_dir), trust_simulator=True)
     app = build_app(service)
     port = _free_port()
@@ -77,8 +78,13 @@ def start_kbs(tmp: Path, platform: SimulatedSnpPlatform, *, strict: bool = False
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    kbs = Kbs(f"http://127.0.0.1:{port}", data_dir, service, platform,
-              AdminKeyPair.load(data_dir / "admin.key"))
+    kbs = Kbs(
+        f"http://127.0.0.1:{port}",
+        data_dir,
+        service,
+        platform,
+        AdminKeyPair.load(data_dir / "admin.key"),
+    )
     _provision(kbs)
     try:
         yield kbs
@@ -98,9 +104,14 @@ def _provision(kbs: Kbs) -> None:
         "snp_snp_svn": [tcb.snp],
         "snp_tee_svn": [tcb.tee],
     }
-    r = kbs.admin_post("/kbs/v0/reference-value", json={
-        "version": "0.1.0", "type": "sample",
-        "payload": base64.b64encode(json.dumps(rvs).encode()).decode()})
+    r = kbs.admin_post(
+        "/kbs/v0/reference-value",
+        json={
+            "version": "0.1.0",
+            "type": "sample",
+            "payload": base64.b64encode(json.dumps(rvs).encode()).decode(),
+        },
+    )
     assert r.status_code == 200, r.text
     set_resource_policy(kbs, "allow_simulated")
 
@@ -109,8 +120,10 @@ def set_resource_policy(kbs: Kbs, name_or_text: str) -> None:
     from veritee.appraisal.builtin import PRESETS, load
 
     body = load(name_or_text) if name_or_text in PRESETS else name_or_text
-    r = kbs.admin_post("/kbs/v0/resource-policy", json={
-        "policy": base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")})
+    r = kbs.admin_post(
+        "/kbs/v0/resource-policy",
+        json={"policy": base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -122,6 +135,7 @@ def sim_platform() -> SimulatedSnpPlatform:
 
 
 @pytest.fixture(scope="module")
-def kbs(tmp_path_factory: pytest.TempPathFactory, sim_platform: SimulatedSnpPlatform
-        ) -> Iterator[Kbs]:
+def kbs(
+    tmp_path_factory: pytest.TempPathFactory, sim_platform: SimulatedSnpPlatform
+) -> Iterator[Kbs]:
     yield from start_kbs(tmp_path_factory.mktemp("kbs"), sim_platform)

@@ -64,7 +64,8 @@ def test_replayed_nonce_is_refused(kbs: Kbs) -> None:
     old = first.attest(provider(kbs))
     replay = KbsClient(kbs.url)
     exc = _refused_without_side_effects(
-        kbs, lambda: replay.attest(provider(kbs), nonce_override=old.nonce))
+        kbs, lambda: replay.attest(provider(kbs), nonce_override=old.nonce)
+    )
     assert exc.variant == "AttestationError" and "nonce" in exc.detail
 
 
@@ -74,9 +75,13 @@ def test_nonce_is_single_use_within_a_session(kbs: Kbs) -> None:
     session = client.session_id
     nonce_challenge = client.auth  # keep the same session: post attest again with its cookie
     del nonce_challenge
-    body = {"runtime-data": {"nonce": "x", "tee-pubkey": client.tee_jwk.canonical_jwk()},
-            "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""}}
-    r = httpx.post(f"{kbs.url}/kbs/v0/attest", json=body, headers={"Cookie": f"kbs-session-id={session}"})
+    body = {
+        "runtime-data": {"nonce": "x", "tee-pubkey": client.tee_jwk.canonical_jwk()},
+        "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""},
+    }
+    r = httpx.post(
+        f"{kbs.url}/kbs/v0/attest", json=body, headers={"Cookie": f"kbs-session-id={session}"}
+    )
     assert r.status_code == 401
     assert "single-use" in r.json()["detail"]
 
@@ -92,11 +97,16 @@ def test_evidence_bound_to_another_key_is_refused(kbs: Kbs) -> None:
     other = TeePublicKey.from_public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
     digest = primary_digest(nonce, other, "", alg)  # evidence bound to a key the guest won't send
     evidence = provider(kbs).evidence(expected_report_data(digest, 64))
-    body = {"runtime-data": {"nonce": nonce, "tee-pubkey": client.tee_jwk.canonical_jwk()},
-            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}
+    body = {
+        "runtime-data": {"nonce": nonce, "tee-pubkey": client.tee_jwk.canonical_jwk()},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+    }
     before = kbs.snapshot()
-    r = httpx.post(f"{kbs.url}/kbs/v0/attest", json=body,
-                   headers={"Cookie": f"kbs-session-id={client.session_id}"})
+    r = httpx.post(
+        f"{kbs.url}/kbs/v0/attest",
+        json=body,
+        headers={"Cookie": f"kbs-session-id={client.session_id}"},
+    )
     assert r.status_code == 401 and r.json()["type"] == ERR + "AttestationError"
     assert "REPORT_DATA" in r.json()["detail"]
     assert kbs.snapshot() == before
@@ -114,10 +124,15 @@ def test_expired_session_is_refused(kbs: Kbs) -> None:
 
         digest = primary_digest(nonce, client.tee_jwk, "")
         evidence = provider(kbs).evidence(expected_report_data(digest, 64))
-        body = {"runtime-data": {"nonce": nonce, "tee-pubkey": client.tee_jwk.canonical_jwk()},
-                "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}
-        r = httpx.post(f"{kbs.url}/kbs/v0/attest", json=body,
-                       headers={"Cookie": f"kbs-session-id={client.session_id}"})
+        body = {
+            "runtime-data": {"nonce": nonce, "tee-pubkey": client.tee_jwk.canonical_jwk()},
+            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+        }
+        r = httpx.post(
+            f"{kbs.url}/kbs/v0/attest",
+            json=body,
+            headers={"Cookie": f"kbs-session-id={client.session_id}"},
+        )
     finally:
         broker.clock = real
     assert r.status_code == 401 and "expired" in r.json()["detail"]
@@ -131,8 +146,10 @@ def test_tampered_or_foreign_token_is_refused(kbs: Kbs) -> None:
     claims["exp"] = claims["exp"] + 3600
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
     for token in (f"{header}.{forged}.{sig}", f"{header}.{payload}.{sig[:-4]}AAAA", "garbage"):
-        r = httpx.get(f"{kbs.url}/kbs/v0/resource/default/disk/key",
-                      headers={"Authorization": f"Bearer {token}"})
+        r = httpx.get(
+            f"{kbs.url}/kbs/v0/resource/default/disk/key",
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 401, token[:20]
         assert r.json()["type"] == ERR + "TokenVerifierError"
 
@@ -172,12 +189,17 @@ def test_admin_routes_require_a_valid_admin_token(kbs: Kbs, method: str, path: s
         None,
         "Basic YWRtaW46YWRtaW4=",
         "Bearer not-a-jwt",
-        "Bearer " + mint_admin_token(stranger.private_key, now=dt.datetime.now(dt.UTC),
-                                     ttl=dt.timedelta(minutes=5)),
+        "Bearer "
+        + mint_admin_token(
+            stranger.private_key, now=dt.datetime.now(dt.UTC), ttl=dt.timedelta(minutes=5)
+        ),
         kbs.admin_headers(role="reader")["Authorization"],
-        "Bearer " + mint_admin_token(kbs.admin.private_key,
-                                     now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
-                                     ttl=dt.timedelta(minutes=5)),
+        "Bearer "
+        + mint_admin_token(
+            kbs.admin.private_key,
+            now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
+            ttl=dt.timedelta(minutes=5),
+        ),
     ]
     before = kbs.snapshot()
     for auth in bad_tokens:
@@ -189,8 +211,9 @@ def test_admin_routes_require_a_valid_admin_token(kbs: Kbs, method: str, path: s
 
 
 def test_protocol_version_mismatch_lists_supported(kbs: Kbs) -> None:
-    r = httpx.post(f"{kbs.url}/kbs/v0/auth", json={"version": "0.1.1", "tee": "snp",
-                                                     "extra-params": ""})
+    r = httpx.post(
+        f"{kbs.url}/kbs/v0/auth", json={"version": "0.1.1", "tee": "snp", "extra-params": ""}
+    )
     assert r.status_code == 401
     assert r.json()["type"] == ERR + "AttestationError"
     assert "KBS Client Protocol Version Mismatch" in r.json()["detail"]
@@ -198,8 +221,9 @@ def test_protocol_version_mismatch_lists_supported(kbs: Kbs) -> None:
 
 
 def test_challenge_and_cookie_shape(kbs: Kbs) -> None:
-    r = httpx.post(f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp",
-                                                     "extra-params": ""})
+    r = httpx.post(
+        f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp", "extra-params": ""}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["extra-params"] == ""
@@ -254,7 +278,7 @@ def test_concurrent_guests_no_database_locked(kbs: Kbs) -> None:
             with KbsClient(kbs.url) as c:
                 c.attest(provider(kbs))
                 assert c.get_resource("default/disk/key") == SECRET
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=flow) for _ in range(12)]
@@ -281,11 +305,13 @@ def test_jwks_verifies_issued_tokens(kbs: Kbs) -> None:
     decoded = jwt.decode(att.token, keys, algorithms=["ES256"])
     cpu0 = decoded.claims["submods"]["cpu0"]
     assert cpu0["ear.veraison.annotated-evidence"]["runtime_data_claims"]["tee-pubkey"] == (
-        client.tee_jwk.canonical_jwk())
+        client.tee_jwk.canonical_jwk()
+    )
 
 
-def test_audit_verify_names_the_first_broken_record(kbs: Kbs, tmp_path: object,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_verify_names_the_first_broken_record(
+    kbs: Kbs, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
     from pathlib import Path
 

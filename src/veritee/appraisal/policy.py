@@ -84,7 +84,9 @@ class RegoPolicy:
             # Compile (and surface errors) by evaluating the package once.
             out = rego.query(f"data.{self.package}")
         except RegoError as exc:
-            raise PolicyError(f"policy {self.policy_id!r} does not compile: {_first_line(exc)}") from None
+            raise PolicyError(
+                f"policy {self.policy_id!r} does not compile: {_first_line(exc)}"
+            ) from None
         if not out.ok():
             raise PolicyError(f"policy {self.policy_id!r} does not compile: {out}")
         return rego

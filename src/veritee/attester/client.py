@@ -121,9 +121,7 @@ class KbsClient:
         }
         if init_data_toml is not None:
             body["init-data"] = {"format": "toml", "body": init_data_toml}
-        r = self.http.post(
-            f"{self.base}/kbs/v0/attest", json=body, headers=self._cookie()
-        )
+        r = self.http.post(f"{self.base}/kbs/v0/attest", json=body, headers=self._cookie())
         self._check(r)
         token = r.json().get("token")
         if not isinstance(token, str):

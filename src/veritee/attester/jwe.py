@@ -44,11 +44,15 @@ def guest_header_bytes(header: Mapping[str, object]) -> bytes:
 
 
 def _concat_kdf(z: bytes, alg: str) -> bytes:
-    other = len(alg).to_bytes(4, "big") + alg.encode() + bytes(4) + bytes(4) + (256).to_bytes(4, "big")
+    other = (
+        len(alg).to_bytes(4, "big") + alg.encode() + bytes(4) + bytes(4) + (256).to_bytes(4, "big")
+    )
     return hashlib.sha256((1).to_bytes(4, "big") + z + other).digest()
 
 
-def decrypt(jwe: Mapping[str, object], key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def decrypt(
+    jwe: Mapping[str, object], key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+) -> bytes:
     protected_b64 = jwe.get("protected")
     header_raw = _d(protected_b64, "protected header")
     try:
@@ -82,7 +86,9 @@ def decrypt(jwe: Mapping[str, object], key: ec.EllipticCurvePrivateKey | rsa.RSA
         elif alg == "RSA-OAEP-256" and isinstance(key, rsa.RSAPrivateKey):
             cek = key.decrypt(
                 encrypted_key,
-                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+                padding.OAEP(
+                    mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+                ),
             )
         else:
             raise VerificationError(f"JWE alg {alg!r} does not fit this key")

@@ -48,7 +48,9 @@ class SimulatedSnpProvider:
             report_data=report_data,
             measurement=self.measurement,
             policy=self.policy,
-            host_data=(host_data if host_data is not None else self.host_data).ljust(32, b"\0")[:32],
+            host_data=(host_data if host_data is not None else self.host_data).ljust(32, b"\0")[
+                :32
+            ],
         )
 
     def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
@@ -78,8 +80,11 @@ _SNP_GET_REPORT = 0xC0205300  # _IOWR('S', 0x0, struct snp_guest_request_ioctl) 
 
 
 class _ReportReq(ctypes.Structure):
-    _fields_ = [("user_data", ctypes.c_uint8 * 64), ("vmpl", ctypes.c_uint32),
-                ("rsvd", ctypes.c_uint8 * 28)]
+    _fields_ = [
+        ("user_data", ctypes.c_uint8 * 64),
+        ("vmpl", ctypes.c_uint32),
+        ("rsvd", ctypes.c_uint8 * 28),
+    ]
 
 
 class _ReportResp(ctypes.Structure):
@@ -87,8 +92,12 @@ class _ReportResp(ctypes.Structure):
 
 
 class _GuestRequest(ctypes.Structure):
-    _fields_ = [("msg_version", ctypes.c_uint8), ("req_data", ctypes.c_uint64),
-                ("resp_data", ctypes.c_uint64), ("exitinfo2", ctypes.c_uint64)]
+    _fields_ = [
+        ("msg_version", ctypes.c_uint8),
+        ("req_data", ctypes.c_uint64),
+        ("resp_data", ctypes.c_uint64),
+        ("exitinfo2", ctypes.c_uint64),
+    ]
 
 
 class SevGuestDeviceProvider:
@@ -161,7 +170,11 @@ class ConfigfsTsmProvider:
             if created:
                 entry.mkdir()
             try:
-                provider = (entry / "provider").read_text().strip() if (entry / "provider").exists() else ""
+                provider = (
+                    (entry / "provider").read_text().strip()
+                    if (entry / "provider").exists()
+                    else ""
+                )
                 if provider and provider != "sev_guest":
                     raise ConfigError(f"configfs-tsm provider is {provider!r}, not sev_guest")
                 (entry / "inblob").write_bytes(report_data.ljust(64, b"\0")[:64])

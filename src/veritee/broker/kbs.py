@@ -122,9 +122,15 @@ class ResourcePath:
         if len(parts) != 3:
             raise NotFoundError("a resource path is <repository>/<type>/<tag>")
         for part in parts:
-            if not part or len(part) > 128 or not set(part) <= _PATH_PART_CHARS or part in (
-                ".",
-                "..",
+            if (
+                not part
+                or len(part) > 128
+                or not set(part) <= _PATH_PART_CHARS
+                or part
+                in (
+                    ".",
+                    "..",
+                )
             ):
                 raise RequestError(f"invalid resource path component {part[:40]!r}")
         return cls(parts[0], parts[1], parts[2])
@@ -255,7 +261,7 @@ class KeyBroker:
             raise RequestError("tee-evidence needs primary_evidence")
         additional = tee_evidence.get("additional_evidence", "")
         if not isinstance(additional, str):
-            raise RequestError("additional_evidence must be a string (JSON text or \"\")")
+            raise RequestError('additional_evidence must be a string (JSON text or "")')
         if additional:
             raise RequestError("additional (device) evidence is not supported yet")
         alg = HashAlgorithm.parse(session.hash_alg)
@@ -293,9 +299,13 @@ class KeyBroker:
                     policy_id=decision.policy_id,
                     annotated_evidence=input_doc,
                     extensions=(
-                        (Extension(REASONS_EXTENSION, REASONS_KEY,
-                                   [str(r) for r in decision.reasons]),)
-                        if decision.reasons else ()
+                        (
+                            Extension(
+                                REASONS_EXTENSION, REASONS_KEY, [str(r) for r in decision.reasons]
+                            ),
+                        )
+                        if decision.reasons
+                        else ()
                     ),
                 )
             },
@@ -335,7 +345,10 @@ class KeyBroker:
             )
         log.info(
             "attested session=%s tee=%s status=%s simulated=%s",
-            session.id, session.tee, decision.status, verified.simulated,
+            session.id,
+            session.tee,
+            decision.status,
+            verified.simulated,
         )
         return AttestResult(token=token, decision=decision, evidence=verified)
 
@@ -344,7 +357,7 @@ class KeyBroker:
             return None
         spec = _obj(init, "init-data")
         if spec.get("format") != "toml":
-            raise RequestError("unsupported init-data format: only \"toml\" is accepted")
+            raise RequestError('unsupported init-data format: only "toml" is accepted')
         body = spec.get("body")
         if not isinstance(body, str):
             raise RequestError("init-data body must be a string")
@@ -426,7 +439,9 @@ class KeyBroker:
         log.info("released resource=%s to=%s", path, actor)
         return jwe
 
-    def _resource_decision(self, claims: Mapping[str, object], path: ResourcePath) -> ResourceDecision:
+    def _resource_decision(
+        self, claims: Mapping[str, object], path: ResourcePath
+    ) -> ResourceDecision:
         with self.db.read() as s:
             row = s.get(PolicyRow, ("resource", RESOURCE_POLICY_ID))
         policy = (
@@ -463,7 +478,7 @@ class KeyBroker:
     def set_attestation_policy(self, body: object, *, admin: str) -> RegoPolicy:
         req = _obj(body, "attestation policy request")
         if req.get("type", "rego") != "rego":
-            raise RequestError("only policy type \"rego\" is supported")
+            raise RequestError('only policy type "rego" is supported')
         policy_id = req.get("policy_id", DEFAULT_ATTESTATION_POLICY_ID)
         if not isinstance(policy_id, str) or not policy_id or len(policy_id) > 128:
             raise RequestError("policy_id must be a short string")
@@ -490,8 +505,13 @@ class KeyBroker:
             row.updated_at = _epoch(now)
             audit.append(
                 s,
-                AuditEvent(actor=admin, action=f"admin.set_{kind}_policy",
-                           subject=policy.policy_id, policy_hash=policy.sha384, decision="allow"),
+                AuditEvent(
+                    actor=admin,
+                    action=f"admin.set_{kind}_policy",
+                    subject=policy.policy_id,
+                    policy_hash=policy.sha384,
+                    decision="allow",
+                ),
                 _epoch(now),
             )
 
@@ -522,9 +542,13 @@ class KeyBroker:
             row.updated_at = _epoch(now)
             audit.append(
                 s,
-                AuditEvent(actor=admin, action="admin.put_resource", subject=str(path),
-                           decision="allow",
-                           detail={"sha256": hashlib.sha256(data).hexdigest()[:16]}),
+                AuditEvent(
+                    actor=admin,
+                    action="admin.put_resource",
+                    subject=str(path),
+                    decision="allow",
+                    detail={"sha256": hashlib.sha256(data).hexdigest()[:16]},
+                ),
                 _epoch(now),
             )
 
@@ -537,8 +561,9 @@ class KeyBroker:
                 raise NotFoundError(f"resource {path} does not exist")
             audit.append(
                 s,
-                AuditEvent(actor=admin, action="admin.delete_resource", subject=str(path),
-                           decision="allow"),
+                AuditEvent(
+                    actor=admin, action="admin.delete_resource", subject=str(path), decision="allow"
+                ),
                 _epoch(now),
             )
 
@@ -551,8 +576,12 @@ class KeyBroker:
                 refvalues.put(s, rv, now)
             audit.append(
                 s,
-                AuditEvent(actor=admin, action="admin.reference_values",
-                           subject=",".join(rv.name for rv in values)[:500], decision="allow"),
+                AuditEvent(
+                    actor=admin,
+                    action="admin.reference_values",
+                    subject=",".join(rv.name for rv in values)[:500],
+                    decision="allow",
+                ),
                 _epoch(now),
             )
         return [rv.name for rv in values]
@@ -579,8 +608,14 @@ class KeyBroker:
         try:
             audit.record(
                 self.db,
-                AuditEvent(actor=actor, action=action, tee=tee, subject=subject,
-                           decision="deny", detail={"code": exc.code, "reason": exc.message}),
+                AuditEvent(
+                    actor=actor,
+                    action=action,
+                    tee=tee,
+                    subject=subject,
+                    decision="deny",
+                    detail={"code": exc.code, "reason": exc.message},
+                ),
                 _epoch(self.clock()),
             )
         except Exception:  # pragma: no cover - auditing must not mask the original error
@@ -618,7 +653,7 @@ def _first_tee(claims: Mapping[str, object]) -> str:
             ev = cpu.get("ear.veraison.annotated-evidence")
             if isinstance(ev, Mapping):
                 for key in ev:
-                    if key in VERIFIERS:
+                    if isinstance(key, str) and key in VERIFIERS:
                         return key
     return ""
 
@@ -637,7 +672,7 @@ def _tee_of(db: Database, session_id: str | None) -> str:
 def _version() -> str:
     from veritee import __version__
 
-    return __version__
+    return str(__version__)
 
 
 __all__ = ["PROTOCOL_VERSION", "BrokerSettings", "KeyBroker", "ResourcePath"]

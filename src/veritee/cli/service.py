@@ -18,8 +18,9 @@ from veritee.clock import utcnow
 from veritee.errors import AuthError, ConfigError, NotFoundError, RequestError, VeriteeError
 
 resource_app = typer.Typer(help="Manage secrets on a KBS (admin).", no_args_is_help=True)
-policy_app = typer.Typer(help="Manage attestation and resource policies (admin).",
-                         no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Manage attestation and resource policies (admin).", no_args_is_help=True
+)
 rv_app = typer.Typer(help="Manage reference values (admin).", no_args_is_help=True)
 audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
 
@@ -39,8 +40,10 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         response = httpx.request(method, url, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the KBS at {url}: {exc}",
-                          hint="check --kbs and that `veritee serve` is running") from None
+        raise ConfigError(
+            f"cannot reach the KBS at {url}: {exc}",
+            hint="check --kbs and that `veritee serve` is running",
+        ) from None
     if response.status_code != 200:
         try:
             body = response.json()
@@ -48,8 +51,10 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
         except ValueError:
             detail = response.text[:300]
         if response.status_code == 401 and "AdminAuth" in detail:
-            raise AuthError(f"the KBS refused the admin credentials ({detail})",
-                            hint="pass the admin.key of this deployment with --admin-key")
+            raise AuthError(
+                f"the KBS refused the admin credentials ({detail})",
+                hint="pass the admin.key of this deployment with --admin-key",
+            )
         if response.status_code == 404:
             raise NotFoundError(detail)
         raise RequestError(f"the KBS refused the request ({response.status_code} {detail})")
@@ -151,17 +156,25 @@ def resource_put(
 ) -> None:
     """Store a secret (encrypted at rest under the KEK)."""
     data = file.read_bytes()
-    _request("POST", f"{kbs.rstrip('/')}/kbs/v0/resource/{_path3(path)}",
-             content=data, headers=_admin_headers(admin_key))
+    _request(
+        "POST",
+        f"{kbs.rstrip('/')}/kbs/v0/resource/{_path3(path)}",
+        content=data,
+        headers=_admin_headers(admin_key),
+    )
     output.out.print(f"[green]stored[/] {_path3(path)} ({len(data)} bytes)")
 
 
 @resource_app.command("delete")
-def resource_delete(kbs: KbsOpt, admin_key: AdminKeyOpt,
-                    path: Annotated[str, typer.Argument(help="REPO/TYPE/TAG")]) -> None:
+def resource_delete(
+    kbs: KbsOpt, admin_key: AdminKeyOpt, path: Annotated[str, typer.Argument(help="REPO/TYPE/TAG")]
+) -> None:
     """Delete a secret."""
-    _request("DELETE", f"{kbs.rstrip('/')}/kbs/v0/resource/{_path3(path)}",
-             headers=_admin_headers(admin_key))
+    _request(
+        "DELETE",
+        f"{kbs.rstrip('/')}/kbs/v0/resource/{_path3(path)}",
+        headers=_admin_headers(admin_key),
+    )
     output.out.print(f"[green]deleted[/] {_path3(path)}")
 
 
@@ -176,24 +189,32 @@ def policy_set(
     """Set the attestation or the resource policy."""
     body = _b64url(file.read_bytes())
     if kind == "attestation":
-        url, payload = "attestation-policy", {"type": "rego", "policy_id": policy_id, "policy": body}
+        url, payload = (
+            "attestation-policy",
+            {"type": "rego", "policy_id": policy_id, "policy": body},
+        )
     elif kind == "resource":
         url, payload = "resource-policy", {"policy": body}
     else:
         raise ConfigError("policy kind must be 'attestation' or 'resource'")
-    _request("POST", f"{kbs.rstrip('/')}/kbs/v0/{url}", json=payload,
-             headers=_admin_headers(admin_key))
+    _request(
+        "POST", f"{kbs.rstrip('/')}/kbs/v0/{url}", json=payload, headers=_admin_headers(admin_key)
+    )
     output.out.print(f"[green]{kind} policy set[/] from {file}")
 
 
 @policy_app.command("get")
-def policy_get(kbs: KbsOpt, admin_key: AdminKeyOpt,
-               kind: Annotated[str, typer.Argument(help="attestation or resource")]) -> None:
+def policy_get(
+    kbs: KbsOpt,
+    admin_key: AdminKeyOpt,
+    kind: Annotated[str, typer.Argument(help="attestation or resource")],
+) -> None:
     """Print the stored policies of one kind as JSON."""
     if kind not in ("attestation", "resource"):
         raise ConfigError("policy kind must be 'attestation' or 'resource'")
-    r = _request("GET", f"{kbs.rstrip('/')}/kbs/v0/{kind}-policy",
-                 headers=_admin_headers(admin_key))
+    r = _request(
+        "GET", f"{kbs.rstrip('/')}/kbs/v0/{kind}-policy", headers=_admin_headers(admin_key)
+    )
     output.print_json(r.json())
 
 
@@ -212,17 +233,21 @@ def rv_add(
         except ValueError:
             parsed.append(v)
     payload = base64.b64encode(json.dumps({name: parsed}).encode()).decode()
-    _request("POST", f"{kbs.rstrip('/')}/kbs/v0/reference-value",
-             json={"version": "0.1.0", "type": "sample", "payload": payload},
-             headers=_admin_headers(admin_key))
+    _request(
+        "POST",
+        f"{kbs.rstrip('/')}/kbs/v0/reference-value",
+        json={"version": "0.1.0", "type": "sample", "payload": payload},
+        headers=_admin_headers(admin_key),
+    )
     output.out.print(f"[green]registered[/] {name} = {parsed}")
 
 
 @rv_app.command("get")
 def rv_get(kbs: KbsOpt, admin_key: AdminKeyOpt, name: Annotated[str, typer.Argument()]) -> None:
     """Print one reference value."""
-    r = _request("GET", f"{kbs.rstrip('/')}/kbs/v0/reference-value/{name}",
-                 headers=_admin_headers(admin_key))
+    r = _request(
+        "GET", f"{kbs.rstrip('/')}/kbs/v0/reference-value/{name}", headers=_admin_headers(admin_key)
+    )
     output.print_json(r.json())
 
 
@@ -231,10 +256,14 @@ def rv_get(kbs: KbsOpt, admin_key: AdminKeyOpt, name: Annotated[str, typer.Argum
 
 def attest(
     kbs: KbsOpt,
-    tee: Annotated[str, typer.Option(help="snp-sim (simulator), snp (configfs-tsm or /dev/sev-guest)")],
+    tee: Annotated[
+        str, typer.Option(help="snp-sim (simulator), snp (configfs-tsm or /dev/sev-guest)")
+    ],
     resource: Annotated[str, typer.Option(help="REPO/TYPE/TAG to fetch after attesting.")],
     measurement: Annotated[str | None, typer.Option(help="Simulator: MEASUREMENT (hex).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the secret here (default: stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the secret here (default: stdout).")
+    ] = None,
 ) -> None:
     """Run the guest side: attest to the KBS, then fetch and decrypt one resource."""
     from veritee.attester.client import KbsClient

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veritee.clock import utcnow
@@ -104,7 +105,9 @@ def build_app(service: Service) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise KbsHttpError(401, "AdminAuthAccess", "admin token required (Authorization: Bearer)")
+            raise KbsHttpError(
+                401, "AdminAuthAccess", "admin token required (Authorization: Bearer)"
+            )
         try:
             identity = verify_admin_token(token.strip(), list(service.admin_keys), now=utcnow())
         except VeriteeError as exc:
@@ -231,7 +234,7 @@ def build_app(service: Service) -> FastAPI:
     async def readyz() -> Response:
         try:
             with service.db.read() as s:
-                s.execute(__import__("sqlalchemy").text("SELECT 1"))
+                s.execute(text("SELECT 1"))
         except Exception:
             return JSONResponse({"status": "database unavailable"}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from veritee.appraisal.ear import TokenSigner
 from veritee.broker.kbs import BrokerSettings, KeyBroker
 from veritee.broker.keyring import FileKeyring
@@ -44,7 +46,7 @@ class Service:
     config: ServiceConfig
     db: Database
     broker: KeyBroker
-    admin_keys: tuple[object, ...]
+    admin_keys: tuple[Ed25519PublicKey, ...]
 
 
 def cache_dir() -> Path:
@@ -76,7 +78,7 @@ def open_service(config: ServiceConfig, *, trust_simulator: bool | None = None) 
             fetcher=fetcher,
         ),
     )
-    admin_keys: list[object] = []
+    admin_keys: list[Ed25519PublicKey] = []
     if not config.insecure_allow_all:
         for path in config.admin_public_keys:
             admin_keys.append(AdminKeyPair.load_public(path))

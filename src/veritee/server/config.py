@@ -114,8 +114,9 @@ class ServiceConfig:
                 raise ConfigError(f"{path}: {key} must be a string")
             return value
 
-        server, kbs, col, admin, db = (section(n) for n in
-                                       ("server", "kbs", "collateral", "admin", "database"))
+        server, kbs, col, admin, db = (
+            section(n) for n in ("server", "kbs", "collateral", "admin", "database")
+        )
 
         def paths(value: object, key: str) -> tuple[Path, ...]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -53,7 +53,9 @@ def _obj(obj: Mapping[str, object], name: str) -> Mapping[str, object]:
 def _tcb(obj: Mapping[str, object], name: str) -> TcbVersion:
     t = _obj(obj, name)
     fmc = t.get("fmc")
-    if fmc is not None and (not isinstance(fmc, int) or isinstance(fmc, bool) or not 0 <= fmc <= 255):
+    if fmc is not None and (
+        not isinstance(fmc, int) or isinstance(fmc, bool) or not 0 <= fmc <= 255
+    ):
         raise EvidenceFormatError(f"snp evidence: {name}.fmc must be a byte or null")
     return TcbVersion(
         bootloader=_int(t, "bootloader", 8),
@@ -110,8 +112,12 @@ def report_from_json(obj: object) -> SnpReport:
             current_fw=_fw(obj, "current"),
             committed_fw=_fw(obj, "committed"),
             launch_tcb=_tcb(obj, "launch_tcb"),
-            launch_mit_vector=_int(obj, "launch_mit_vector", 64) if version >= 5 and "launch_mit_vector" in obj else (0 if version >= 5 else None),
-            current_mit_vector=_int(obj, "current_mit_vector", 64) if version >= 5 and "current_mit_vector" in obj else (0 if version >= 5 else None),
+            launch_mit_vector=_int(obj, "launch_mit_vector", 64)
+            if version >= 5 and "launch_mit_vector" in obj
+            else (0 if version >= 5 else None),
+            current_mit_vector=_int(obj, "current_mit_vector", 64)
+            if version >= 5 and "current_mit_vector" in obj
+            else (0 if version >= 5 else None),
             signature=Signature(
                 int.from_bytes(_bytes(sig, "r", 72), "little"),
                 int.from_bytes(_bytes(sig, "s", 72), "little"),
@@ -124,8 +130,13 @@ def report_from_json(obj: object) -> SnpReport:
 
 
 def _tcb_json(t: TcbVersion) -> dict[str, int | None]:
-    return {"fmc": t.fmc, "bootloader": t.bootloader, "tee": t.tee, "snp": t.snp,
-            "microcode": t.microcode}
+    return {
+        "fmc": t.fmc,
+        "bootloader": t.bootloader,
+        "tee": t.tee,
+        "snp": t.snp,
+        "microcode": t.microcode,
+    }
 
 
 def report_to_json(r: SnpReport) -> dict[str, object]:
@@ -153,10 +164,16 @@ def report_to_json(r: SnpReport) -> dict[str, object]:
         "cpuid_step": r.cpuid_step,
         "chip_id": list(r.chip_id),
         "committed_tcb": _tcb_json(r.committed_tcb),
-        "current": {"major": r.current_fw.major, "minor": r.current_fw.minor,
-                    "build": r.current_fw.build},
-        "committed": {"major": r.committed_fw.major, "minor": r.committed_fw.minor,
-                      "build": r.committed_fw.build},
+        "current": {
+            "major": r.current_fw.major,
+            "minor": r.current_fw.minor,
+            "build": r.current_fw.build,
+        },
+        "committed": {
+            "major": r.committed_fw.major,
+            "minor": r.committed_fw.minor,
+            "build": r.committed_fw.build,
+        },
         "launch_tcb": _tcb_json(r.launch_tcb),
     }
     if r.version >= 5:
@@ -198,8 +215,13 @@ def cert_chain_from_json(obj: object) -> CertTable | None:
 
 
 def cert_chain_to_json(table: CertTable) -> list[dict[str, object]]:
-    return [{"cert_type": e.name if e.guid in GUID_NAMES else {"OTHER": str(e.guid)},
-             "data": list(e.data)} for e in table.entries]
+    return [
+        {
+            "cert_type": e.name if e.guid in GUID_NAMES else {"OTHER": str(e.guid)},
+            "data": list(e.data),
+        }
+        for e in table.entries
+    ]
 
 
 def parse_evidence(obj: object) -> tuple[SnpReport, CertTable | None]:

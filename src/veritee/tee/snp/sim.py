@@ -240,11 +240,15 @@ def save_platform(platform: SimulatedSnpPlatform, directory: Path) -> None:
     """Persist a simulated platform (keys 0600) so separate processes share it."""
     directory.mkdir(parents=True, exist_ok=True)
     enc = serialization.NoEncryption()
-    for name, key in (("ark", platform.ark_key), ("ask", platform.ask_key),
-                      ("vcek", platform.vcek_key)):
+    for name, key in (
+        ("ark", platform.ark_key),
+        ("ask", platform.ask_key),
+        ("vcek", platform.vcek_key),
+    ):
         path = directory / f"{name}.key"
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8, enc))
+        path.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+        )
         path.chmod(0o600)
     for name, cert in (("ark", platform.ark), ("ask", platform.ask), ("vcek", platform.vcek)):
         (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
