@@ -8,6 +8,7 @@ a policy written for Trustee runs here unchanged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from regopy import Interpreter, RegoError
+from regopy import Bundle, Interpreter, RegoError
 
 from veritee.errors import PolicyError
 
@@ -41,7 +42,14 @@ class RegoPolicy:
 
     @classmethod
     def parse(cls, policy_id: str, body: str) -> RegoPolicy:
-        """Check size, package and that it compiles; PolicyError with the engine's words."""
+        """Check size, package and that it compiles; PolicyError with the engine's words.
+
+        Parsed policies are memoized by (id, body): compiling costs milliseconds.
+        """
+        return _parse_cached(policy_id, body)
+
+    @classmethod
+    def _parse(cls, policy_id: str, body: str) -> RegoPolicy:
         if len(body.encode()) > MAX_POLICY_BYTES:
             raise PolicyError(f"policy {policy_id!r} is larger than {MAX_POLICY_BYTES} bytes")
         match = _PACKAGE.search(body)
@@ -55,6 +63,7 @@ class RegoPolicy:
         )
         policy._interpreter({})  # compile now, so a broken policy is refused when set
         return policy
+
 
     def reference_names(self) -> list[str]:
         """Reference values the policy consults (for explaining denials)."""
@@ -75,21 +84,33 @@ class RegoPolicy:
                 )
         return "\n".join(lines) + "\n"
 
-    def _interpreter(self, data: Mapping[str, object]) -> Interpreter:
+    def _interpreter(self, data: Mapping[str, object]) -> tuple[Interpreter, Bundle]:
+        """An interpreter with the policy and data loaded, the package compiled to a bundle.
+
+        Evaluating the bundle per request is about ten times cheaper than a
+        query, and evaluating the whole package sidesteps regopy 1.5 reporting
+        a rule that only has its ``default`` value as undefined.
+        """
         rego = Interpreter()
         try:
             rego.add_module(f"{self.policy_id}.rego", self.body)
             rego.add_module("veritee_builtins.rego", self._helpers())
             rego.add_data_json(json.dumps(data))
-            # Compile (and surface errors) by evaluating the package once.
-            out = rego.query(f"data.{self.package}")
+            bundle = rego.build(f"data.{self.package}")
+            rego.set_input_term("{}")
+            out = rego.query_bundle(bundle)
         except RegoError as exc:
             raise PolicyError(
                 f"policy {self.policy_id!r} does not compile: {_first_line(exc)}"
             ) from None
         if not out.ok():
             raise PolicyError(f"policy {self.policy_id!r} does not compile: {out}")
-        return rego
+        return rego, bundle
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cached(policy_id: str, body: str) -> RegoPolicy:
+    return RegoPolicy._parse(policy_id, body)
 
 
 _ERRMSG = re.compile(r"\(errormsg \d+:([^)]*)\)")
@@ -111,18 +132,20 @@ class PolicyEngine:
         self._local = threading.local()
         self._cache_size = cache_size
 
-    def _get(self, policy: RegoPolicy, data: Mapping[str, object]) -> Interpreter:
+    def _get(self, policy: RegoPolicy, data: Mapping[str, object]) -> tuple[Interpreter, Bundle]:
         data_json = json.dumps(data, sort_keys=True)
         key = (policy.sha384, policy.package, hashlib.sha256(data_json.encode()).hexdigest())
-        cache: dict[tuple[str, str, str], Interpreter] = getattr(self._local, "cache", None) or {}
+        cache: dict[tuple[str, str, str], tuple[Interpreter, Bundle]] = (
+            getattr(self._local, "cache", None) or {}
+        )
         self._local.cache = cache
-        rego = cache.get(key)
-        if rego is None:
-            rego = policy._interpreter(json.loads(data_json))
+        entry = cache.get(key)
+        if entry is None:
+            entry = policy._interpreter(json.loads(data_json))
             if len(cache) >= self._cache_size:
                 cache.pop(next(iter(cache)))
-            cache[key] = rego
-        return rego
+            cache[key] = entry
+        return entry
 
     def query(
         self, policy: RegoPolicy, rule: str, input_doc: object, data: Mapping[str, object]
@@ -133,15 +156,11 @@ class PolicyEngine:
     def evaluate(
         self, policy: RegoPolicy, input_doc: object, data: Mapping[str, object]
     ) -> dict[str, object]:
-        """Every rule of the policy's package for ``input_doc``.
-
-        The whole package is queried because regopy 1.5 reports a rule that only
-        has its ``default`` value as undefined when queried by itself.
-        """
-        rego = self._get(policy, data)
+        """Every rule of the policy's package for ``input_doc``."""
+        rego, bundle = self._get(policy, data)
         try:
             rego.set_input_term(json.dumps(input_doc))
-            out = rego.query(f"data.{policy.package}")
+            out = rego.query_bundle(bundle)
         except RegoError as exc:
             raise PolicyError(f"policy {policy.policy_id!r} failed: {_first_line(exc)}") from None
         text = str(out)

@@ -41,7 +41,7 @@ class VerifiedEvidence:
     report_data: bytes
     init_data: bytes  # the hardware field that carries the init-data digest
     simulated: bool
-    evidence_digest: str
+    evidence_digest: str  # SHA-384 of the hardware evidence bytes (e.g. the SNP report)
 
 
 EvidenceVerifier = Callable[[object, bytes, VerifyContext], VerifiedEvidence]
@@ -82,7 +82,7 @@ def verify_snp(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedE
         report_data=report.report_data,
         init_data=report.host_data,
         simulated=verified.simulated,
-        evidence_digest=evidence_digest(evidence),
+        evidence_digest=hashlib.sha384(report.to_bytes()).hexdigest(),
     )
 
 

@@ -27,13 +27,21 @@ _GUID_BY_NAME = {name: guid for guid, name in GUID_NAMES.items()}
 MAX_CERT_BYTES = 64 * 1024
 
 
+def _byte_list(value: list[object], what: str) -> bytes:
+    """A JSON list of integers 0..255 as bytes (bools and floats are not bytes)."""
+    if not set(map(type, value)) <= {int}:
+        raise EvidenceFormatError(f"snp evidence: {what} holds a value that is not a byte")
+    try:
+        return bytes(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise EvidenceFormatError(f"snp evidence: {what} holds a value that is not a byte") from None
+
+
 def _bytes(obj: Mapping[str, object], name: str, size: int) -> bytes:
     value = obj.get(name)
     if not isinstance(value, list) or len(value) != size:
         raise EvidenceFormatError(f"snp evidence: {name} must be a list of {size} bytes")
-    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in value):
-        raise EvidenceFormatError(f"snp evidence: {name} holds a value that is not a byte")
-    return bytes(value)
+    return _byte_list(value, name)
 
 
 def _int(obj: Mapping[str, object], name: str, bits: int) -> int:
@@ -199,8 +207,7 @@ def cert_chain_from_json(obj: object) -> CertTable | None:
         data = item.get("data")
         if not isinstance(data, list) or len(data) > MAX_CERT_BYTES:
             raise EvidenceFormatError("snp evidence: cert_chain data must be a byte list")
-        if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in data):
-            raise EvidenceFormatError("snp evidence: cert_chain data holds a non-byte")
+        raw = _byte_list(data, "cert_chain data")
         if isinstance(kind, str) and kind.upper() in _GUID_BY_NAME:
             guid = _GUID_BY_NAME[kind.upper()]
         elif isinstance(kind, Mapping) and isinstance(kind.get("OTHER"), str):
@@ -210,7 +217,7 @@ def cert_chain_from_json(obj: object) -> CertTable | None:
                 raise EvidenceFormatError("snp evidence: bad cert_type GUID") from None
         else:
             raise EvidenceFormatError(f"snp evidence: unknown cert_type {kind!r}")
-        entries.append(CertEntry(guid, bytes(data)))
+        entries.append(CertEntry(guid, raw))
     return CertTable(tuple(entries))
 
 
