@@ -1,0 +1,218 @@
+"""Secrets at rest: envelope encryption under a key-encryption key (KEK).
+
+Each secret gets its own random 32-byte data key (DEK). The secret is sealed
+with AES-256-GCM under the DEK, and the DEK is wrapped by a :class:`Keyring`
+(a file KEK here; an HSM or a TPM-sealed key implements the same protocol).
+Both layers take the caller's AAD (the resource path), so a row copied to
+another path, a DEK swapped between rows, or any flipped byte fails to open.
+
+Failures raise :class:`~veritee.errors.VerificationError` with messages that
+name what failed, never the plaintext or key bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from veritee.errors import ConfigError, VerificationError
+
+__all__ = [
+    "FileKeyring",
+    "Keyring",
+    "SealedSecret",
+    "read_owner_only",
+    "seal",
+    "unseal",
+    "write_new_file",
+]
+
+KEY_BYTES: Final = 32
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+_WRAP_VERSION: Final = 1
+# Domain separation: the same caller AAD is used for the DEK wrap and the data,
+# and these labels keep one layer's ciphertext from ever authenticating as the other's.
+_DEK_LABEL: Final = b"veritee/dek/v1\x00"
+_DATA_LABEL: Final = b"veritee/data/v1\x00"
+
+
+@runtime_checkable
+class Keyring(Protocol):
+    """Wraps data keys under a KEK it never reveals."""
+
+    @property
+    def kek_id(self) -> str:
+        """A stable, non-secret identifier of the KEK (stored next to each secret)."""
+        ...
+
+    def wrap(self, dek: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        """The DEK, or :class:`VerificationError` if the blob or AAD is not authentic."""
+        ...
+
+
+def read_owner_only(path: Path, what: str, *, max_bytes: int = 1 << 20) -> bytes:
+    """Read a secret file, refusing one that group or others may read (POSIX).
+
+    The mode is checked on the opened descriptor (no race with a rename), and
+    symlinks are followed on purpose: Kubernetes mounts secrets as symlinks.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {what} {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if os.name == "posix" and info.st_mode & 0o077:
+            raise ConfigError(
+                f"{what} {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o})",
+                hint=f"chmod 600 {path}",
+            )
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+
+
+def write_new_file(path: Path, data: bytes, what: str, *, mode: int = 0o600) -> None:
+    """Create ``path`` with exactly ``mode`` and write ``data``; never overwrite."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigError(
+            f"{what} {path} already exists; refusing to overwrite it",
+            hint="move the old file away first if you really mean to replace it",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {what} {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, mode)  # the umask may only have narrowed it; make it exact
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileKeyring:
+    """A 32-byte AES-256 KEK in a file readable only by its owner."""
+
+    __slots__ = ("_aead", "_kek_id", "path")
+
+    def __init__(self, path: Path) -> None:
+        data = read_owner_only(path, "KEK file", max_bytes=KEY_BYTES)
+        if len(data) != KEY_BYTES:
+            raise ConfigError(
+                f"KEK file {path} must hold exactly {KEY_BYTES} raw bytes, not {len(data)}",
+                hint="create one with `veritee` (FileKeyring.create) or "
+                f"`head -c {KEY_BYTES} /dev/urandom > {path}; chmod 600 {path}`",
+            )
+        self.path = path
+        # The id identifies the KEK in stored rows; SHA-256 does not reveal the key.
+        self._kek_id = hashlib.sha256(data).hexdigest()[:16]
+        self._aead = AESGCM(data)
+
+    @classmethod
+    def create(cls, path: Path) -> FileKeyring:
+        """Generate a new random KEK at ``path`` (mode 0600); refuses an existing file."""
+        write_new_file(path, os.urandom(KEY_BYTES), "KEK file")
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"FileKeyring(path={str(self.path)!r}, kek_id={self._kek_id!r})"
+
+    @property
+    def kek_id(self) -> str:
+        return self._kek_id
+
+    def wrap(self, dek: bytes, aad: bytes) -> bytes:
+        """version byte || 12-byte nonce || AES-256-GCM(dek) with its 16-byte tag."""
+        if not dek:
+            raise ValueError("cannot wrap an empty data key")
+        version = bytes([_WRAP_VERSION])
+        nonce = os.urandom(NONCE_BYTES)
+        # The version byte is authenticated too, so a future format cannot be
+        # confused with this one by editing the first byte.
+        return version + nonce + self._aead.encrypt(nonce, dek, version + aad)
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        if len(blob) < 1 + NONCE_BYTES + TAG_BYTES + 1:
+            raise VerificationError(f"wrapped data key is truncated ({len(blob)} bytes)")
+        if blob[0] != _WRAP_VERSION:
+            raise VerificationError(f"wrapped data key has unknown format version {blob[0]}")
+        version, nonce, body = blob[:1], blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
+        try:
+            return self._aead.decrypt(nonce, body, version + aad)
+        except InvalidTag:
+            raise VerificationError(
+                f"wrapped data key does not open under KEK {self._kek_id}",
+                hint="wrong KEK, the secret belongs to another path, or the stored bytes "
+                "were altered",
+            ) from None
+
+
+def _abbrev(data: bytes) -> str:
+    return f"<{len(data)} bytes>"
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """A secret as stored: nothing here reveals the plaintext without the KEK."""
+
+    kek_id: str
+    wrapped_dek: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"SealedSecret(kek_id={self.kek_id!r}, wrapped_dek={_abbrev(self.wrapped_dek)}, "
+            f"nonce={_abbrev(self.nonce)}, ciphertext={_abbrev(self.ciphertext)})"
+        )
+
+
+def seal(keyring: Keyring, plaintext: bytes, aad: bytes) -> SealedSecret:
+    """Encrypt under a fresh DEK, wrap the DEK; ``aad`` (the resource path) binds both."""
+    dek = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+    nonce = os.urandom(NONCE_BYTES)
+    ciphertext = AESGCM(dek).encrypt(nonce, plaintext, _DATA_LABEL + aad)
+    return SealedSecret(
+        kek_id=keyring.kek_id,
+        wrapped_dek=keyring.wrap(dek, _DEK_LABEL + aad),
+        nonce=nonce,
+        ciphertext=ciphertext,
+    )
+
+
+def unseal(keyring: Keyring, sealed: SealedSecret, aad: bytes) -> bytes:
+    """The plaintext, or :class:`VerificationError` (wrong AAD, wrong KEK, altered bytes)."""
+    if sealed.kek_id != keyring.kek_id:
+        raise VerificationError(
+            f"secret is sealed under KEK {sealed.kek_id!r}, but the keyring holds "
+            f"KEK {keyring.kek_id!r}",
+            hint="configure the KEK the secret was stored with, or re-seal it",
+        )
+    if len(sealed.nonce) != NONCE_BYTES or len(sealed.ciphertext) < TAG_BYTES:
+        raise VerificationError("sealed secret is malformed (nonce or ciphertext length)")
+    dek = keyring.unwrap(sealed.wrapped_dek, _DEK_LABEL + aad)
+    if len(dek) != KEY_BYTES:
+        raise VerificationError("unwrapped data key has the wrong length")
+    try:
+        return AESGCM(dek).decrypt(sealed.nonce, sealed.ciphertext, _DATA_LABEL + aad)
+    except InvalidTag:
+        raise VerificationError(
+            "sealed secret does not open: the ciphertext was altered or belongs to another path"
+        ) from None

@@ -1,0 +1,130 @@
+"""Store, audit chain and HTTP edge: migrations match the models, tampering is named,
+arbitrary client input never yields a 5xx."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.migration import MigrationContext
+from alembic.autogenerate import compare_metadata
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from veritee.broker import audit
+from veritee.broker.audit import AuditEvent, verify_chain
+from veritee.server.app import build_app
+from veritee.server.bootstrap import init_data_dir, open_service
+from veritee.server.config import ServiceConfig
+from veritee.store.db import Database
+from veritee.store.models import Base
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    db = Database.sqlite(tmp_path / "m.db")
+    db.migrate()
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_wal_mode(tmp_path: Path) -> None:
+    db = Database.sqlite(tmp_path / "w.db")
+    db.migrate()
+    with db.read() as s:
+        assert s.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def _chain(tmp_path: Path, n: int = 5) -> Path:
+    db = Database.sqlite(tmp_path / "a.db")
+    db.migrate()
+    for i in range(n):
+        audit.record(db, AuditEvent(actor=f"a{i}", action="attest", decision="allow",
+                                    detail={"i": i}), 1000 + i)
+    report = verify_chain(db)
+    assert report.ok and report.records == n
+    db.dispose()
+    return tmp_path / "a.db"
+
+
+@pytest.mark.parametrize(
+    ("sql", "broken"),
+    [
+        ("UPDATE audit_log SET actor='mallory' WHERE seq=3", 3),
+        ("UPDATE audit_log SET detail_json='{\"i\": 9}' WHERE seq=2", 2),
+        ("DELETE FROM audit_log WHERE seq=2", 2),
+        ("UPDATE audit_log SET prev_hash='00' WHERE seq=4", 4),
+        ("UPDATE audit_log SET detail_json='nope' WHERE seq=5", 5),
+    ],
+)
+def test_audit_tampering_is_named(tmp_path: Path, sql: str, broken: int) -> None:
+    path = _chain(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute(sql)
+    con.commit()
+    con.close()
+    report = verify_chain(Database.sqlite(path))
+    assert not report.ok
+    assert report.first_broken == broken
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    data = tmp_path_factory.mktemp("svc") / "kbs"
+    init_data_dir(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app = build_app(open_service(ServiceConfig.load(data), trust_simulator=True))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+attestations = st.fixed_dictionaries(
+    {},
+    optional={
+        "runtime-data": st.fixed_dictionaries(
+            {}, optional={"nonce": json_values, "tee-pubkey": json_values}),
+        "tee-evidence": st.fixed_dictionaries(
+            {}, optional={"primary_evidence": json_values, "additional_evidence": json_values}),
+        "init-data": json_values,
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(json_values, st.binary(max_size=64).map(lambda b: b.hex())))
+def test_auth_never_5xx(client: TestClient, body: object) -> None:
+    r = client.post("/kbs/v0/auth", content=json.dumps(body))
+    assert r.status_code < 500, r.text
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=attestations)
+def test_attest_never_5xx(client: TestClient, body: dict[str, object]) -> None:
+    r = client.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp", "extra-params": ""})
+    assert r.status_code == 200
+    session = r.cookies["kbs-session-id"]
+    r = client.post("/kbs/v0/attest", content=json.dumps(body),
+                    headers={"Cookie": f"kbs-session-id={session}"})
+    assert r.status_code < 500, r.text
+    assert r.status_code != 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.lists(st.text(alphabet="abc./-_%~", min_size=1, max_size=8), min_size=1,
+                     max_size=4), token=st.text(max_size=40))
+def test_resource_route_never_5xx(client: TestClient, path: list[str], token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token.isascii() and token.strip() else {}
+    r = client.get("/kbs/v0/resource/" + "/".join(path), headers=headers)
+    assert r.status_code < 500, r.text
