@@ -236,7 +236,7 @@ def test_round_trip_shape(signer: TokenSigner) -> None:
     assert isinstance(claims["jti"], str)
     assert len(claims["jti"]) >= 32
     assert claims["ear.verifier-id"] == {
-        "developer": "https://github.com/veritee",
+        "developer": "urn:veritee",
         "build": "veritee 0.1.0",
     }
     submods = claims["submods"]
