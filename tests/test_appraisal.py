@@ -76,8 +76,12 @@ def test_denial_names_the_failed_reference_value(engine: PolicyEngine) -> None:
 
 
 def test_debug_guest_is_not_affirming(engine: PolicyEngine) -> None:
-    d = appraise(engine, default_attestation_policy(),
-                 {"snp": {**SNP, "policy_debug_allowed": True}}, GOOD_RV)
+    d = appraise(
+        engine,
+        default_attestation_policy(),
+        {"snp": {**SNP, "policy_debug_allowed": True}},
+        GOOD_RV,
+    )
     assert d.trust_vector["configuration"] == 36
     assert d.status == "warning"
 
@@ -118,15 +122,17 @@ def test_policy_without_trust_claims_is_refused(engine: PolicyEngine) -> None:
     with pytest.raises(PolicyError, match="trust_claims"):
         appraise(engine, policy, {"snp": SNP}, {})
     bad = RegoPolicy.parse(
-        "p2", 'package policy\nimport rego.v1\ntrust_claims := {"nonsense": 2}\n')
+        "p2", 'package policy\nimport rego.v1\ntrust_claims := {"nonsense": 2}\n'
+    )
     with pytest.raises(PolicyError, match="AR4SI"):
         appraise(engine, bad, {"snp": SNP}, {})
 
 
 def test_default_rule_only_is_reported(engine: PolicyEngine) -> None:
     """regopy reports a default-only rule as undefined when queried alone; we don't."""
-    policy = RegoPolicy.parse("r", "package policy\nimport rego.v1\ndefault allow := false\n"
-                                   "allow if { input.x == 1 }\n")
+    policy = RegoPolicy.parse(
+        "r", "package policy\nimport rego.v1\ndefault allow := false\nallow if { input.x == 1 }\n"
+    )
     assert engine.query(policy, "allow", {"x": 2}, {}) is False
     assert engine.query(policy, "allow", {"x": 1}, {}) is True
 
@@ -135,8 +141,14 @@ def test_resource_policies(engine: PolicyEngine) -> None:
     affirming = RegoPolicy.parse("r", load("affirming"))
 
     def claims(status: str, simulated: bool) -> dict[str, object]:
-        return {"submods": {"cpu0": {"ear.status": status, "ear.veraison.annotated-evidence":
-                                     {"snp": {"simulated": simulated}}}}}
+        return {
+            "submods": {
+                "cpu0": {
+                    "ear.status": status,
+                    "ear.veraison.annotated-evidence": {"snp": {"simulated": simulated}},
+                }
+            }
+        }
 
     assert engine.query(affirming, "allow", claims("affirming", False), {}) is True
     assert engine.query(affirming, "allow", claims("warning", False), {}) is False
@@ -146,8 +158,17 @@ def test_resource_policies(engine: PolicyEngine) -> None:
 
 def test_tiers_and_status() -> None:
     assert [tier(v) for v in (0, 1, 2, 31, 32, 95, 96, 127, -2, -96)] == [
-        "none", "none", "affirming", "affirming", "warning", "warning",
-        "contraindicated", "contraindicated", "affirming", "contraindicated"]
+        "none",
+        "none",
+        "affirming",
+        "affirming",
+        "warning",
+        "warning",
+        "contraindicated",
+        "contraindicated",
+        "affirming",
+        "contraindicated",
+    ]
     assert status_of({"a": 2, "b": 33}) == "warning"
     assert status_of({}) == "none"
 
@@ -155,8 +176,11 @@ def test_tiers_and_status() -> None:
 def test_reference_values_store_and_expiry(tmp_path: Path) -> None:
     db = Database.sqlite(tmp_path / "rv.db")
     db.migrate()
-    msg = {"version": "0.1.0", "type": "sample",
-           "payload": base64.b64encode(json.dumps({"a": [1], "b": True}).encode()).decode()}
+    msg = {
+        "version": "0.1.0",
+        "type": "sample",
+        "payload": base64.b64encode(json.dumps({"a": [1], "b": True}).encode()).decode(),
+    }
     values = refvalues.parse_rvps_message(msg, now=NOW, source="test")
     with db.write() as s:
         for rv in values:
@@ -168,7 +192,12 @@ def test_reference_values_store_and_expiry(tmp_path: Path) -> None:
         assert refvalues.get(s, "a", later) is None
         got = refvalues.get(s, "a", NOW)
         assert got is not None and got.to_rvps()["expiration"].startswith("2027-06-01")
-    for bad in ({"type": "swid", "payload": ""}, {"type": "sample"}, [],
-                {"type": "sample", "payload": "bm90IGpzb24"}, {"type": "sample", "payload": "e30"}):
+    for bad in (
+        {"type": "swid", "payload": ""},
+        {"type": "sample"},
+        [],
+        {"type": "sample", "payload": "bm90IGpzb24"},
+        {"type": "sample", "payload": "e30"},
+    ):
         with pytest.raises(RequestError):
             refvalues.parse_rvps_message(bad, now=NOW, source="t")

@@ -29,8 +29,14 @@ def _port() -> int:
 
 
 def veritee(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "veritee.cli.main", *args], capture_output=True,
-                          text=True, timeout=120, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "veritee.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +50,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     assert (data / "kek.key").stat().st_mode & 0o077 == 0
     port = _port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "veritee.cli.main", "serve", "--data-dir", str(data), "--port",
-         str(port), "--workers", "2", "--trust-simulator"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "veritee.cli.main",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--trust-simulator",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -70,37 +91,80 @@ def test_operator_and_guest_flow(served: tuple[str, Path, dict[str, str]], tmp_p
     key = str(data / "admin.key")
     secret = tmp_path / "secret.bin"
     secret.write_bytes(b"s3cr3t-for-the-cli")
-    r = veritee("resource", "put", "--kbs", url, "--admin-key", key, "apps/db/password",
-                str(secret), env=env)
+    r = veritee(
+        "resource",
+        "put",
+        "--kbs",
+        url,
+        "--admin-key",
+        key,
+        "apps/db/password",
+        str(secret),
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     policy = tmp_path / "allow.rego"
     policy.write_text(load("allow_simulated"))
-    r = veritee("policy", "set", "--kbs", url, "--admin-key", key, "resource", str(policy),
-                env=env)
+    r = veritee("policy", "set", "--kbs", url, "--admin-key", key, "resource", str(policy), env=env)
     assert r.returncode == 0, r.stderr
     platform = cached_platform(Path(env["VERITEE_CACHE_DIR"]))
     t = platform.tcb
-    for name, value in (("snp_launch_measurement", MEASUREMENT), ("snp_bootloader", str(t.bootloader)),
-                        ("snp_microcode", str(t.microcode)), ("snp_snp_svn", str(t.snp)),
-                        ("snp_tee_svn", str(t.tee))):
+    for name, value in (
+        ("snp_launch_measurement", MEASUREMENT),
+        ("snp_bootloader", str(t.bootloader)),
+        ("snp_microcode", str(t.microcode)),
+        ("snp_snp_svn", str(t.snp)),
+        ("snp_tee_svn", str(t.tee)),
+    ):
         r = veritee("rv", "add", "--kbs", url, "--admin-key", key, name, value, env=env)
         assert r.returncode == 0, r.stderr
     r = veritee("rv", "get", "--kbs", url, "--admin-key", key, "snp_launch_measurement", env=env)
     assert json.loads(r.stdout)["value"] == [MEASUREMENT]
 
     out = tmp_path / "got.bin"
-    r = veritee("attest", "--kbs", url, "--tee", "snp-sim", "--measurement", MEASUREMENT,
-                "--resource", "apps/db/password", "--out", str(out), env=env)
+    r = veritee(
+        "attest",
+        "--kbs",
+        url,
+        "--tee",
+        "snp-sim",
+        "--measurement",
+        MEASUREMENT,
+        "--resource",
+        "apps/db/password",
+        "--out",
+        str(out),
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == b"s3cr3t-for-the-cli"
 
-    r = veritee("attest", "--kbs", url, "--tee", "snp-sim", "--measurement", "00" * 48,
-                "--resource", "apps/db/password", env=env)
+    r = veritee(
+        "attest",
+        "--kbs",
+        url,
+        "--tee",
+        "snp-sim",
+        "--measurement",
+        "00" * 48,
+        "--resource",
+        "apps/db/password",
+        env=env,
+    )
     assert r.returncode == 3
     assert "PolicyDeny" in r.stderr and "snp_launch_measurement" in r.stderr
 
-    r = veritee("resource", "put", "--kbs", url, "--admin-key", str(tmp_path / "nokey"),
-                "a/b/c", str(secret), env=env)
+    r = veritee(
+        "resource",
+        "put",
+        "--kbs",
+        url,
+        "--admin-key",
+        str(tmp_path / "nokey"),
+        "a/b/c",
+        str(secret),
+        env=env,
+    )
     assert r.returncode != 0
 
     r = veritee("audit", "verify", "--data-dir", str(data), env=env)
@@ -108,27 +172,50 @@ def test_operator_and_guest_flow(served: tuple[str, Path, dict[str, str]], tmp_p
     assert "intact" in r.stdout
 
 
-def test_wrong_admin_key_is_refused(served: tuple[str, Path, dict[str, str]],
-                                    tmp_path: Path) -> None:
+def test_wrong_admin_key_is_refused(
+    served: tuple[str, Path, dict[str, str]], tmp_path: Path
+) -> None:
     url, _, env = served
     other = tmp_path / "other"
     assert veritee("init", str(other), env=env).returncode == 0
     f = tmp_path / "x"
     f.write_bytes(b"x")
-    r = veritee("resource", "put", "--kbs", url, "--admin-key", str(other / "admin.key"),
-                "a/b/c", str(f), env=env)
+    r = veritee(
+        "resource",
+        "put",
+        "--kbs",
+        url,
+        "--admin-key",
+        str(other / "admin.key"),
+        "a/b/c",
+        str(f),
+        env=env,
+    )
     assert r.returncode == 1
     assert "admin credentials" in r.stderr
 
 
-def test_sim_evidence_matches_the_kbs_snp_shape(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sim_evidence_matches_the_kbs_snp_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from veritee.tee.snp.kbs import parse_evidence
 
     monkeypatch.setenv("VERITEE_CACHE_DIR", str(tmp_path))
-    assert main(["sim", "snp", "evidence", "--report-data", "11" * 64, "--measurement",
-                 MEASUREMENT, "--debug"]) == 0
+    assert (
+        main(
+            [
+                "sim",
+                "snp",
+                "evidence",
+                "--report-data",
+                "11" * 64,
+                "--measurement",
+                MEASUREMENT,
+                "--debug",
+            ]
+        )
+        == 0
+    )
     evidence = json.loads(capsys.readouterr().out)
     assert set(evidence) == {"attestation_report", "cert_chain"}
     report, table = parse_evidence(evidence)
@@ -138,8 +225,9 @@ def test_sim_evidence_matches_the_kbs_snp_shape(tmp_path: Path,
     assert table is not None and [e.name for e in table.entries] == ["VCEK", "ASK", "ARK"]
 
 
-def test_serve_refuses_plain_http_off_loopback(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_refuses_plain_http_off_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["init", str(tmp_path / "d")]) == 0
     assert main(["serve", "--data-dir", str(tmp_path / "d"), "--host", "0.0.0.0"]) == 1
     assert "plain HTTP" in capsys.readouterr().err

@@ -25,8 +25,9 @@ INIT_DATA = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"aa.toml" = "x = 1
 
 
 @pytest.fixture(scope="module")
-def strict_kbs(tmp_path_factory: pytest.TempPathFactory,
-               sim_platform: SimulatedSnpPlatform) -> Iterator[Kbs]:
+def strict_kbs(
+    tmp_path_factory: pytest.TempPathFactory, sim_platform: SimulatedSnpPlatform
+) -> Iterator[Kbs]:
     yield from start_kbs(tmp_path_factory.mktemp("strict"), sim_platform, strict=True)
 
 
@@ -45,8 +46,10 @@ def test_strict_mode_uses_403_and_404(strict_kbs: Kbs) -> None:
 
 def test_init_data_is_bound_to_host_data(strict_kbs: Kbs) -> None:
     client = KbsClient(strict_kbs.url)
-    att = client.attest(SimulatedSnpProvider(strict_kbs.platform, measurement=GOOD_MEASUREMENT),
-                        init_data_toml=INIT_DATA)
+    att = client.attest(
+        SimulatedSnpProvider(strict_kbs.platform, measurement=GOOD_MEASUREMENT),
+        init_data_toml=INIT_DATA,
+    )
     assert client.get_resource("default/disk/key") == SECRET
     import base64
     import json
@@ -62,13 +65,15 @@ def test_init_data_is_bound_to_host_data(strict_kbs: Kbs) -> None:
 
     liar = KbsClient(strict_kbs.url)
     with pytest.raises(KbsRefused) as info:
-        liar.attest(Lying(strict_kbs.platform, measurement=GOOD_MEASUREMENT),
-                    init_data_toml=INIT_DATA)
+        liar.attest(
+            Lying(strict_kbs.platform, measurement=GOOD_MEASUREMENT), init_data_toml=INIT_DATA
+        )
     assert "init-data" in info.value.detail
 
 
-def test_configfs_tsm_provider_reads_report_and_certs(tmp_path: Path,
-                                                     sim_platform: SimulatedSnpPlatform) -> None:
+def test_configfs_tsm_provider_reads_report_and_certs(
+    tmp_path: Path, sim_platform: SimulatedSnpPlatform
+) -> None:
     """configfs-tsm cannot be mounted here: a directory with its files stands in for it."""
     entry = tmp_path / "tsm" / "report" / "veritee-test"
     entry.mkdir(parents=True)

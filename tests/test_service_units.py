@@ -44,8 +44,11 @@ def _chain(tmp_path: Path, n: int = 5) -> Path:
     db = Database.sqlite(tmp_path / "a.db")
     db.migrate()
     for i in range(n):
-        audit.record(db, AuditEvent(actor=f"a{i}", action="attest", decision="allow",
-                                    detail={"i": i}), 1000 + i)
+        audit.record(
+            db,
+            AuditEvent(actor=f"a{i}", action="attest", decision="allow", detail={"i": i}),
+            1000 + i,
+        )
     report = verify_chain(db)
     assert report.ok and report.records == n
     db.dispose()
@@ -86,44 +89,56 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 attestations = st.fixed_dictionaries(
     {},
     optional={
         "runtime-data": st.fixed_dictionaries(
-            {}, optional={"nonce": json_values, "tee-pubkey": json_values}),
+            {}, optional={"nonce": json_values, "tee-pubkey": json_values}
+        ),
         "tee-evidence": st.fixed_dictionaries(
-            {}, optional={"primary_evidence": json_values, "additional_evidence": json_values}),
+            {}, optional={"primary_evidence": json_values, "additional_evidence": json_values}
+        ),
         "init-data": json_values,
     },
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=st.one_of(json_values, st.binary(max_size=64).map(lambda b: b.hex())))
 def test_auth_never_5xx(client: TestClient, body: object) -> None:
     r = client.post("/kbs/v0/auth", content=json.dumps(body))
     assert r.status_code < 500, r.text
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=attestations)
 def test_attest_never_5xx(client: TestClient, body: dict[str, object]) -> None:
     r = client.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp", "extra-params": ""})
     assert r.status_code == 200
     session = r.cookies["kbs-session-id"]
-    r = client.post("/kbs/v0/attest", content=json.dumps(body),
-                    headers={"Cookie": f"kbs-session-id={session}"})
+    r = client.post(
+        "/kbs/v0/attest", content=json.dumps(body), headers={"Cookie": f"kbs-session-id={session}"}
+    )
     assert r.status_code < 500, r.text
     assert r.status_code != 200
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.lists(st.text(alphabet="abc./-_%~", min_size=1, max_size=8), min_size=1,
-                     max_size=4), token=st.text(max_size=40))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.lists(st.text(alphabet="abc./-_%~", min_size=1, max_size=8), min_size=1, max_size=4),
+    token=st.text(max_size=40),
+)
 def test_resource_route_never_5xx(client: TestClient, path: list[str], token: str) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token.isascii() and token.strip() else {}
     r = client.get("/kbs/v0/resource/" + "/".join(path), headers=headers)
