@@ -334,3 +334,63 @@ def test_naive_time_is_refused(sim_milan: SimulatedSnpPlatform) -> None:
     roots = TrustRoots.amd(()).with_root(sim_milan.ark)
     with pytest.raises(ConfigError):
         verify_report(sim_milan.report(), sim_collateral(sim_milan), roots, dt.datetime(2026, 1, 1))
+
+
+# -- SNP reports carried inside Azure CVM HCL reports (the manifest's azure-snp-vtpm samples) --
+
+
+def _azure_cases() -> list[tuple[str, bytes, bytes, dict[str, object]]]:
+    import json
+
+    if CORPUS is None:
+        return []
+    base = CORPUS / "azure-snp-vtpm"
+    raw = base / "trustee-milan-raw"
+    genoa = base / "trustee-genoa-evidence"
+    ev = json.loads((genoa / "evidence-genoa.json").read_text())
+    return [
+        (
+            "milan-raw",
+            (raw / "hcl-report.bin").read_bytes(),
+            (raw / "vcek.pem").read_bytes(),
+            json.loads((raw / "expected.json").read_text())["observed_by_collector"],
+        ),
+        (
+            "genoa-evidence",
+            bytes(ev["report"]),
+            (genoa / "vcek-genoa.pem").read_bytes(),
+            json.loads((genoa / "expected.json").read_text())["observed_by_collector"],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", _azure_cases(), ids=lambda c: c[0])
+def test_snp_report_inside_azure_hcl_report_verifies(
+    case: tuple[str, bytes, bytes, dict[str, object]],
+) -> None:
+    assert CORPUS is not None
+    _, hcl, vcek_pem, obs = case
+    assert hcl[:4] == b"HCLA"
+    report = SnpReport.from_bytes(hcl[32 : 32 + 1184])  # the HCL header is 32 bytes
+    product = str(obs["product"])
+    chain = tuple(load_certificates((CORPUS / f"roots/amd/ask_ark_{product}.pem").read_bytes()))
+    vcek = load_certificates(vcek_pem)[0]
+    start = dt.datetime.fromisoformat(str(obs["vcek_validity"][0]))  # type: ignore[index]
+    v = verify_report(
+        report,
+        SnpCollateral(vek=vcek, intermediates=chain),
+        TrustRoots.amd(chain),
+        start + dt.timedelta(days=1),
+    )
+    assert v.product.value.lower() == product
+    assert report.version == obs["snp_v"]
+    assert report.chip_id[:8].hex() == obs["chip"]
+    tampered = bytearray(report.to_bytes())
+    tampered[0x50] ^= 1
+    with pytest.raises(SignatureError):
+        verify_report(
+            SnpReport.from_bytes(bytes(tampered)),
+            SnpCollateral(vek=vcek, intermediates=chain),
+            TrustRoots.amd(chain),
+            start + dt.timedelta(days=1),
+        )
