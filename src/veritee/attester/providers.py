@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -183,10 +184,8 @@ class ConfigfsTsmProvider:
                 aux = aux_file.read_bytes() if aux_file.exists() else b""
             finally:
                 if created and self.entry is None:
-                    try:
+                    with contextlib.suppress(OSError):
                         entry.rmdir()
-                    except OSError:
-                        pass
         return out, aux
 
     def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:

@@ -34,7 +34,9 @@ def _byte_list(value: list[object], what: str) -> bytes:
     try:
         return bytes(value)  # type: ignore[arg-type]
     except ValueError:
-        raise EvidenceFormatError(f"snp evidence: {what} holds a value that is not a byte") from None
+        raise EvidenceFormatError(
+            f"snp evidence: {what} holds a value that is not a byte"
+        ) from None
 
 
 def _bytes(obj: Mapping[str, object], name: str, size: int) -> bytes:

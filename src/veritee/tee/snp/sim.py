@@ -268,8 +268,12 @@ def load_platform(directory: Path) -> SimulatedSnpPlatform:
         return x509.load_pem_x509_certificate((directory / f"{name}.pem").read_bytes())
 
     ark_key, ask_key, vcek_key = key("ark"), key("ask"), key("vcek")
-    assert isinstance(ark_key, rsa.RSAPrivateKey) and isinstance(ask_key, rsa.RSAPrivateKey)
-    assert isinstance(vcek_key, ec.EllipticCurvePrivateKey)
+    if not (
+        isinstance(ark_key, rsa.RSAPrivateKey)
+        and isinstance(ask_key, rsa.RSAPrivateKey)
+        and isinstance(vcek_key, ec.EllipticCurvePrivateKey)
+    ):
+        raise ValueError(f"{directory} does not hold a simulated SNP platform's keys")
     return SimulatedSnpPlatform(
         product=product,
         chip_id=bytes.fromhex(chip_hex),
