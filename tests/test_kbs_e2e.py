@@ -237,8 +237,14 @@ def test_challenge_and_cookie_shape(kbs: Kbs) -> None:
 
 
 def test_selected_hash_algorithm_is_honoured(kbs: Kbs) -> None:
-    # The server only selects when it must; a client honouring a selection still works.
-    with KbsClient(kbs.url) as client:
+    """A guest that cannot do SHA-384 is told which hash to use, and binding follows it."""
+    r = httpx.post(f"{kbs.url}/kbs/v0/auth", json={
+        "version": "0.4.0", "tee": "snp",
+        "extra-params": {"supported-hash-algorithms": ["SHA512"]}})
+    assert r.json()["extra-params"] == {"selected-hash-algorithm": "sha512"}
+    with KbsClient(kbs.url, hash_algorithms=("sha512",)) as client:
+        nonce, alg = client.auth("snp")
+        assert alg.value == "sha512"
         client.attest(provider(kbs))
         assert client.get_resource("default/disk/key") == SECRET
 

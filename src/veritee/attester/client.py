@@ -46,7 +46,9 @@ class KbsClient:
         timeout: float = 15.0,
         transport: httpx.BaseTransport | None = None,
         tee_key: ec.EllipticCurvePrivateKey | None = None,
+        hash_algorithms: tuple[str, ...] = ("sha256", "sha384", "sha512"),
     ) -> None:
+        self.hash_algorithms = hash_algorithms
         self.base = base_url.rstrip("/")
         self.http = httpx.Client(timeout=timeout, transport=transport)
         self.tee_key = tee_key or ec.generate_private_key(ec.SECP256R1())
@@ -82,7 +84,7 @@ class KbsClient:
         request = {
             "version": PROTOCOL_VERSION,
             "tee": tee,
-            "extra-params": {"supported-hash-algorithms": ["sha256", "sha384", "sha512"]},
+            "extra-params": {"supported-hash-algorithms": list(self.hash_algorithms)},
         }
         r = self.http.post(f"{self.base}/kbs/v0/auth", json=request)
         self._check(r)
