@@ -243,7 +243,7 @@ def test_selected_hash_algorithm_is_honoured(kbs: Kbs) -> None:
         "extra-params": {"supported-hash-algorithms": ["SHA512"]}})
     assert r.json()["extra-params"] == {"selected-hash-algorithm": "sha512"}
     with KbsClient(kbs.url, hash_algorithms=("sha512",)) as client:
-        nonce, alg = client.auth("snp")
+        _nonce, alg = client.auth("snp")
         assert alg.value == "sha512"
         client.attest(provider(kbs))
         assert client.get_resource("default/disk/key") == SECRET
