@@ -14,6 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import CORPUS, SNP_IDS, SNP_SAMPLES, SnpSample
 from veritee.errors import (
@@ -394,3 +396,30 @@ def test_snp_report_inside_azure_hcl_report_verifies(
             TrustRoots.amd(chain),
             start + dt.timedelta(days=1),
         )
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_corrupted_vek_in_the_evidence_is_a_format_or_verification_error(
+    sim_milan: SimulatedSnpPlatform, data: st.DataObject
+) -> None:
+    """Byte damage anywhere in a carried VCEK: a typed error, never a bare ValueError."""
+    from veritee.errors import CollateralUnavailableError, EvidenceFormatError
+    from veritee.tee.snp.certtable import GUID_VCEK, CertEntry, CertTable
+    from veritee.tee.snp.gather import SnpSources, gather_collateral
+
+    der = bytearray(sim_milan.vcek_der())
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(der) - 1))
+        der[pos] = (der[pos] + data.draw(st.integers(1, 255))) % 256  # always a change
+    report = sim_milan.report()
+    table = CertTable((CertEntry(GUID_VCEK, bytes(der)),))
+    roots = TrustRoots.amd(()).with_root(sim_milan.ark)
+
+    def gather_and_verify() -> None:
+        col = gather_collateral(report, SnpSources(cert_table=table))
+        col = replace(col, intermediates=(sim_milan.ask, sim_milan.ark))
+        verify_report(report, col, roots, NOW)
+
+    with pytest.raises((EvidenceFormatError, VerificationError, CollateralUnavailableError)):
+        gather_and_verify()

@@ -193,3 +193,28 @@ class ConfigfsTsmProvider:
         raw, _ = decode_report_blob(out[:REPORT_SIZE])
         table = CertTable.from_bytes(aux) if aux.strip(b"\0") else None
         return build_evidence(SnpReport.from_bytes(raw), table)
+
+
+class SimulatedTdxProvider:
+    """A simulated TDX guest: KBS ``tdx`` evidence ``{"quote", "cc_eventlog"}``."""
+
+    tee = "tdx"
+
+    def __init__(self, platform: object, *, mr_td: bytes | None = None) -> None:
+        from veritee.tee.tdx.sim import SimulatedTdxPlatform
+
+        if not isinstance(platform, SimulatedTdxPlatform):
+            raise TypeError("SimulatedTdxProvider needs a SimulatedTdxPlatform")
+        self.platform = platform
+        self.mr_td = mr_td
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
+        import base64
+
+        report = self.platform.report(report_data=report_data, mr_td=self.mr_td)
+        if host_data is not None:
+            from dataclasses import replace
+
+            report = replace(report, mr_config_id=host_data.ljust(48, b"\0")[:48])
+        quote = self.platform.quote(report)
+        return {"quote": base64.b64encode(quote.to_bytes()).decode(), "cc_eventlog": None}

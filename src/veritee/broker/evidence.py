@@ -8,22 +8,37 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.x509 import Certificate
 from cryptography.x509.oid import NameOID
 
 from veritee.collateral import Fetcher
-from veritee.errors import RequestError
+from veritee.errors import EvidenceFormatError, RequestError
 from veritee.jcs import canonicalize
-from veritee.pki.certs import common_name
+from veritee.pki.certs import common_name, load_certificates
 from veritee.tee.base import ClaimValue
+from veritee.tee.dcap.evidence import DcapEvidence, decode_evidence
+from veritee.tee.dcap.gather import DcapSources
+from veritee.tee.dcap.gather import gather_collateral as gather_dcap
+from veritee.tee.dcap.quote import Quote
+from veritee.tee.dcap.sim import DCAP_SIMULATOR_ORG
+from veritee.tee.dcap.verify import IntelRoots
+from veritee.tee.sgx.claims import SgxClaims
+from veritee.tee.sgx.quote import SgxQuote
+from veritee.tee.sgx.verify import finish_sgx, verify_sgx_signatures
 from veritee.tee.snp.claims import SnpClaims
 from veritee.tee.snp.gather import CertPool, SnpSources, gather_collateral
 from veritee.tee.snp.kbs import parse_evidence as parse_snp_evidence
 from veritee.tee.snp.sim import SIMULATOR_ORG
 from veritee.tee.snp.verify import TrustRoots, verify_report
+from veritee.tee.tdx.ccel import CcelLog
+from veritee.tee.tdx.claims import TdxClaims
+from veritee.tee.tdx.quote import TdxQuote
+from veritee.tee.tdx.verify import finish_tdx, verify_tdx_signatures
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,7 @@ class VerifyContext:
     collateral: CertPool
     fetcher: Fetcher | None = None
     trust_simulator: bool = False
+    collateral_dirs: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,75 @@ def verify_snp(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedE
     )
 
 
-VERIFIERS: dict[str, EvidenceVerifier] = {"snp": verify_snp}
+def _dcap_evidence(evidence: object) -> DcapEvidence:
+    if not isinstance(evidence, Mapping):
+        raise EvidenceFormatError("DCAP evidence must be a JSON object with a base64 quote")
+    try:
+        text = json.dumps(evidence).encode()
+    except (TypeError, ValueError):
+        raise EvidenceFormatError("DCAP evidence is not JSON data") from None
+    return decode_evidence(text)
+
+
+def _intel_roots(quote: Quote, ctx: VerifyContext) -> IntelRoots:
+    cert_data = quote.signature_data.qe.certification_data.data
+    candidates = (
+        load_certificates(cert_data.rstrip(b"\0"), what="PCK certificate chain")
+        if b"CERTIFICATE" in cert_data
+        else []
+    )
+    roots = IntelRoots.intel(candidates)
+    if ctx.trust_simulator:
+        for cert in candidates:
+            org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+            if cert.subject == cert.issuer and org and org[0].value == DCAP_SIMULATOR_ORG:
+                roots = roots.with_root(cert)
+    return roots
+
+
+def _dcap_sources(ctx: VerifyContext) -> DcapSources:
+    return DcapSources(directories=ctx.collateral_dirs, fetcher=ctx.fetcher)
+
+
+def verify_tdx(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedEvidence:
+    ev = _dcap_evidence(evidence)
+    parsed = TdxQuote.from_bytes(ev.quote)
+    log = CcelLog.from_bytes(ev.event_log) if ev.event_log else None
+    roots = _intel_roots(parsed.quote, ctx)
+    # Signatures, PCK chain and report data first: tampering is refused before any lookup.
+    verified = verify_tdx_signatures(
+        parsed, roots, ctx.now, expected_report_data=digest, event_log=log
+    )
+    gathered = gather_dcap(verified, _dcap_sources(ctx))
+    result = finish_tdx(parsed, verified, gathered, roots, ctx.now, event_log=log)
+    return VerifiedEvidence(
+        tee="tdx",
+        claims=TdxClaims.from_verified(result).to_json(),
+        report_data=parsed.report.report_data,
+        init_data=parsed.report.mr_config_id,
+        simulated=result.simulated,
+        evidence_digest=hashlib.sha384(ev.quote).hexdigest(),
+    )
+
+
+def verify_sgx(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedEvidence:
+    ev = _dcap_evidence(evidence)
+    parsed = SgxQuote.from_bytes(ev.quote)
+    roots = _intel_roots(parsed.quote, ctx)
+    verified = verify_sgx_signatures(parsed, roots, ctx.now, expected_report_data=digest)
+    gathered = gather_dcap(verified, _dcap_sources(ctx))
+    result = finish_sgx(parsed, verified, gathered, roots, ctx.now)
+    return VerifiedEvidence(
+        tee="sgx",
+        claims=SgxClaims.from_verified(result).to_json(),
+        report_data=parsed.report.report_data,
+        init_data=parsed.report.config_id,
+        simulated=result.simulated,
+        evidence_digest=hashlib.sha384(ev.quote).hexdigest(),
+    )
+
+
+VERIFIERS: dict[str, EvidenceVerifier] = {"snp": verify_snp, "tdx": verify_tdx, "sgx": verify_sgx}
 
 # Size of the hardware field that carries the init-data digest, per TEE.
 INIT_DATA_FIELD: dict[str, int] = {"snp": 32, "tdx": 48, "sgx": 64, "tpm": 32}

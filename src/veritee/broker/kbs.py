@@ -272,6 +272,7 @@ class KeyBroker:
             collateral=self._collateral,
             fetcher=self.settings.fetcher,
             trust_simulator=self.settings.trust_simulator and not self.settings.production,
+            collateral_dirs=self.settings.collateral_dirs,
         )
         verified = VERIFIERS[session.tee](tee_evidence["primary_evidence"], digest, ctx)
         if verified.simulated and not ctx.trust_simulator:  # pragma: no cover - defence in depth
@@ -279,8 +280,10 @@ class KeyBroker:
         init_data_claims = self._check_init_data(att.get("init-data"), verified)
 
         runtime_claims = {"nonce": session.nonce, "tee-pubkey": tee_key.canonical_jwk()}
+        tee_claims = dict(verified.claims)
+        tee_claims["simulated"] = verified.simulated  # policies can refuse simulators by this
         input_doc = {
-            session.tee: dict(verified.claims),
+            session.tee: tee_claims,
             "report_data": verified.report_data.hex(),
             "init_data": verified.init_data.hex(),
             "init_data_claims": init_data_claims,

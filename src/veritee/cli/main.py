@@ -29,6 +29,8 @@ app.add_typer(service.audit_app, name="audit")
 # Feature modules register their commands on import (e.g. ``@verify.app.command("tdx")``).
 # One import line per module, kept sorted.
 # -- feature command modules --
+from veritee.cli import verify_dcap  # noqa: E402, F401
+
 # -- end feature command modules --
 
 

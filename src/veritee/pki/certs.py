@@ -7,6 +7,7 @@ import re
 import warnings
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import Certificate, CertificateRevocationList
@@ -32,6 +33,30 @@ def _load_der_cert(der: bytes) -> Certificate:
         return x509.load_der_x509_certificate(der)
 
 
+def touch(cert: Certificate, what: str) -> Certificate:
+    """Decode every field verification reads, now.
+
+    ``cryptography`` parses lazily: a corrupted field would otherwise surface
+    as a bare ValueError deep inside verification instead of a format error.
+    """
+    try:
+        _ = (
+            cert.subject,
+            cert.issuer,
+            cert.extensions,
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            cert.serial_number,
+            cert.signature_hash_algorithm,
+            cert.signature_algorithm_parameters,
+            cert.tbs_certificate_bytes,
+        )
+        cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        raise EvidenceFormatError(f"{what}: malformed certificate ({exc})") from None
+    return cert
+
+
 def load_certificates(data: bytes, *, what: str = "certificate") -> list[Certificate]:
     """All certificates in ``data`` (one DER certificate, or any number of PEM blocks)."""
     try:
@@ -41,10 +66,12 @@ def load_certificates(data: bytes, *, what: str = "certificate") -> list[Certifi
                 warnings.filterwarnings(
                     "ignore", message=".*serial number.*", category=CryptographyDeprecationWarning
                 )
-                return [x509.load_pem_x509_certificate(b) for b in blocks]
-        return [_load_der_cert(data)]
-    except ValueError as exc:
-        raise EvidenceFormatError(f"{what}: not a valid X.509 certificate ({exc})") from exc
+                certs = [x509.load_pem_x509_certificate(b) for b in blocks]
+        else:
+            certs = [_load_der_cert(data)]
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        raise EvidenceFormatError(f"{what}: not a valid X.509 certificate ({exc})") from None
+    return [touch(c, what) for c in certs]
 
 
 def load_certificate(data: bytes, *, what: str = "certificate") -> Certificate:
@@ -58,10 +85,16 @@ def load_crls(data: bytes, *, what: str = "CRL") -> list[CertificateRevocationLi
     try:
         blocks = _PEM_CRL.findall(data)
         if blocks:
-            return [x509.load_pem_x509_crl(b) for b in blocks]
-        return [x509.load_der_x509_crl(data)]
-    except ValueError as exc:
+            crls = [x509.load_pem_x509_crl(b) for b in blocks]
+        else:
+            crls = [x509.load_der_x509_crl(data)]
+        for crl in crls:  # decode eagerly, as for certificates
+            _ = (crl.issuer, crl.next_update_utc, crl.last_update_utc, crl.extensions,
+                 crl.signature_hash_algorithm, crl.signature_algorithm_parameters,
+                 crl.tbs_certlist_bytes, list(crl))
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise EvidenceFormatError(f"{what}: not a valid X.509 CRL ({exc})") from exc
+    return crls
 
 
 def common_name(name: x509.Name) -> str:

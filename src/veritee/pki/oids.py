@@ -19,3 +19,26 @@ AMD_UCODE_SPL = ObjectIdentifier(f"{_AMD}.3.8")
 AMD_FMC_SPL = ObjectIdentifier(f"{_AMD}.3.9")
 AMD_HWID = ObjectIdentifier(f"{_AMD}.4")
 AMD_CSP_ID = ObjectIdentifier(f"{_AMD}.5")
+
+# Intel SGX PCK certificate extensions ("Intel SGX PCK Certificate and CRL Profile").
+_SGX = "1.2.840.113741.1.13.1"
+SGX_EXTENSIONS = ObjectIdentifier(_SGX)
+SGX_PPID = f"{_SGX}.1"
+SGX_TCB = f"{_SGX}.2"
+SGX_TCB_PCESVN = f"{_SGX}.2.17"
+SGX_TCB_CPUSVN = f"{_SGX}.2.18"
+SGX_PCEID = f"{_SGX}.3"
+SGX_FMSPC = f"{_SGX}.4"
+SGX_TYPE = f"{_SGX}.5"
+SGX_PLATFORM_INSTANCE_ID = f"{_SGX}.6"
+SGX_CONFIGURATION = f"{_SGX}.7"
+SGX_CONFIG_DYNAMIC_PLATFORM = f"{_SGX}.7.1"
+SGX_CONFIG_CACHED_KEYS = f"{_SGX}.7.2"
+SGX_CONFIG_SMT_ENABLED = f"{_SGX}.7.3"
+
+
+def sgx_tcb_component(index: int) -> str:
+    """OID of SGX TCB component ``index`` (1..16) inside the TCB extension."""
+    if not 1 <= index <= 16:
+        raise ValueError("SGX TCB component index is 1..16")
+    return f"{_SGX}.2.{index}"

@@ -1,0 +1,1 @@
+"""Intel DCAP, shared by TDX and SGX: quote, PCK chain, QE report, collateral evaluation."""

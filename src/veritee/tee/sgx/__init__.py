@@ -1,0 +1,1 @@
+"""Intel SGX: quote v3 enclave report body, claims, simulator."""
