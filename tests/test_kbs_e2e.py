@@ -330,3 +330,25 @@ def test_audit_verify_names_the_first_broken_record(
     con.close()
     assert main(["audit", "verify", "--data-dir", str(copy)]) == 3
     assert "record 2" in capsys.readouterr().err
+
+
+def test_logs_never_carry_secrets_or_tokens(kbs: Kbs, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    headers = kbs.admin_headers()
+    r = httpx.post(f"{kbs.url}/kbs/v0/resource/default/log/check", content=b"log-canary-secret",
+                   headers=headers)
+    assert r.status_code == 200
+    with KbsClient(kbs.url) as client:
+        att = client.attest(provider(kbs))
+        assert client.get_resource("default/log/check") == b"log-canary-secret"
+        bad = KbsClient(kbs.url)
+        bad.attest(provider(kbs, measurement=bytes(48)))
+        with pytest.raises(KbsRefused):
+            bad.get_resource("default/log/check")
+    text = caplog.text
+    assert "attested session" in text  # the service does log its decisions
+    assert "log-canary-secret" not in text
+    assert att.token not in text
+    assert headers["Authorization"].split()[1] not in text
