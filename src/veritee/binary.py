@@ -8,6 +8,8 @@ parser built on it cannot crash on truncated or arbitrary input.
 from __future__ import annotations
 
 import builtins
+import struct
+from typing import Any
 
 from veritee.errors import EvidenceFormatError
 
@@ -78,6 +80,11 @@ class Reader:
 
     def u64be(self, field: str = "u64") -> int:
         return int.from_bytes(self._take(8, field), "big")
+
+    def unpack(self, fmt: struct.Struct, field: str = "fields") -> tuple[Any, ...]:
+        """Read several fixed-size fields at once with a precompiled ``struct`` layout
+        (bounds-checked like every other read; for hot paths such as PCR files)."""
+        return fmt.unpack(self._take(fmt.size, field))
 
     def rest(self, field: str = "rest") -> builtins.bytes:
         return self._take(self.remaining, field)

@@ -28,6 +28,7 @@ KNOWN_BINDINGS: Mapping[str, tuple[str, ...]] = {
     "mr_enclave": ("sgx", "body", "mr_enclave"),
     "mr_signer": ("sgx", "body", "mr_signer"),
     "tpm_pcr11": ("tpm", "pcr11"),
+    "tpm_pcr07": ("tpm", "pcr07"),
     "trusted_aks": ("tpm", "ak_public"),
 }
 

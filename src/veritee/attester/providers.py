@@ -218,3 +218,22 @@ class SimulatedTdxProvider:
             report = replace(report, mr_config_id=host_data.ljust(48, b"\0")[:48])
         quote = self.platform.quote(report)
         return {"quote": base64.b64encode(quote.to_bytes()).decode(), "cc_eventlog": None}
+
+
+class TpmProvider:
+    """KBS ``tpm`` evidence from a TPM (device or swtpm) through tpm2-tools."""
+
+    tee = "tpm"
+
+    def __init__(self, attester: object) -> None:
+        from veritee.attester.tpm import TpmAttester
+
+        if not isinstance(attester, TpmAttester):
+            raise TypeError("TpmProvider needs a TpmAttester")
+        self.attester = attester
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
+        if host_data is not None:
+            # init-data is bound by extending its digest into PCR 8 before quoting.
+            self.attester.extend(8, [("sha256", host_data[:32].ljust(32, b"\0"))])
+        return self.attester.evidence(report_data).to_json()

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from veritee.jcs import canonicalize
@@ -54,8 +54,20 @@ def _fields(row: AuditRow) -> dict[str, object]:
     }
 
 
+# Any constant: the advisory lock that serializes chain appends across replicas.
+_PG_AUDIT_LOCK = 0x7665726974656501
+
+
 def append(session: Session, event: AuditEvent, now: int) -> AuditRow:
-    """Append one record in the caller's (write) transaction."""
+    """Append one record in the caller's (write) transaction.
+
+    SQLite write transactions are already exclusive (BEGIN IMMEDIATE); on
+    PostgreSQL a transaction-scoped advisory lock makes concurrent replicas
+    append one at a time, so the chain never forks.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
     last = session.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).scalar()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash

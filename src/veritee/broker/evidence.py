@@ -39,6 +39,8 @@ from veritee.tee.tdx.ccel import CcelLog
 from veritee.tee.tdx.claims import TdxClaims
 from veritee.tee.tdx.quote import TdxQuote
 from veritee.tee.tdx.verify import finish_tdx, verify_tdx_signatures
+from veritee.tee.tpm.kbs import TpmEvidence, init_data_pcr
+from veritee.tee.tpm.kbs import verify_evidence as verify_tpm_evidence
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,43 @@ def verify_sgx(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedE
     )
 
 
-VERIFIERS: dict[str, EvidenceVerifier] = {"snp": verify_snp, "tdx": verify_tdx, "sgx": verify_sgx}
+def verify_tpm(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedEvidence:
+    """KBS ``tpm`` evidence: the quote's extraData is the digest truncated to 32 bytes.
+
+    There is no vendor root here: whether the AK belongs to a trusted TPM is for
+    the attestation policy to judge (reference value ``trusted_aks``).
+    """
+    if not isinstance(evidence, Mapping):
+        raise EvidenceFormatError("tpm evidence must be a JSON object")
+    parsed = TpmEvidence.from_json(evidence)
+    claims = verify_tpm_evidence(parsed, expected_report_data=digest)
+    return VerifiedEvidence(
+        tee="tpm",
+        claims=claims.to_json(),
+        report_data=claims.report_data,
+        init_data=claims.init_data or b"",
+        simulated=False,
+        evidence_digest=hashlib.sha384(parsed.message).hexdigest(),
+    )
+
+
+VERIFIERS: dict[str, EvidenceVerifier] = {
+    "snp": verify_snp,
+    "tdx": verify_tdx,
+    "sgx": verify_sgx,
+    "tpm": verify_tpm,
+}
+
+
+def expected_init_data_field(tee: str, digest: bytes, field_size: int) -> bytes:
+    """What the hardware field must hold for init-data with this digest.
+
+    TEEs with a launch-time field carry the digest itself (zero-padded or
+    truncated); a TPM extends it once into PCR 8.
+    """
+    if tee == "tpm":
+        return init_data_pcr(digest)
+    return digest[:field_size].ljust(field_size, b"\0")
 
 # Size of the hardware field that carries the init-data digest, per TEE.
 INIT_DATA_FIELD: dict[str, int] = {"snp": 32, "tdx": 48, "sgx": 64, "tpm": 32}

@@ -48,6 +48,7 @@ from veritee.broker.evidence import (
     VERIFIERS,
     VerifiedEvidence,
     VerifyContext,
+    expected_init_data_field,
     supported_tees,
 )
 from veritee.broker.jwe import encrypt_for
@@ -371,7 +372,7 @@ class KeyBroker:
         alg = HashAlgorithm.parse(doc.get("algorithm", "sha256"))
         digest = alg.digest(body.encode())
         size = INIT_DATA_FIELD.get(verified.tee, len(verified.init_data))
-        expected = digest[:size].ljust(size, b"\0")
+        expected = expected_init_data_field(verified.tee, digest, size)
         if not hmac.compare_digest(expected, verified.init_data[:size]):
             raise VerificationError(
                 "init-data digest does not match the value bound in the hardware evidence",

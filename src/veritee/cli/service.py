@@ -75,14 +75,20 @@ def _b64url(data: bytes) -> str:
 # -- init / serve ------------------------------------------------------------------------------
 
 
-def init(data_dir: Annotated[Path, typer.Argument(help="Directory to create.")]) -> None:
-    """Create a data directory: config, SQLite database, KEK, token key, admin key pair."""
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="Directory to create.")],
+    database: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL shared by replicas (default: SQLite in DIR)."),
+    ] = None,
+) -> None:
+    """Create a data directory: config, database, KEK, token key, admin key pair."""
     from veritee.server.bootstrap import init_data_dir
 
-    init_data_dir(data_dir)
+    init_data_dir(data_dir, database=database)
     output.out.print(f"[green]initialised[/] {data_dir}")
     output.out.print(f"  config       {data_dir / 'config.toml'}")
-    output.out.print(f"  database     {data_dir / 'veritee.db'}")
+    output.out.print(f"  database     {_redact(database) if database else data_dir / 'veritee.db'}")
     output.out.print(f"  KEK          {data_dir / 'kek.key'} (keep secret; back it up)")
     output.out.print(f"  admin key    {data_dir / 'admin.key'} / {data_dir / 'admin.pub'}")
     output.out.print(f"next: veritee serve --data-dir {data_dir}")
@@ -133,6 +139,15 @@ def serve(
         workers=workers,
         log_level="warning",
     )
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for display."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{creds}{at}{host}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veritee.clock import utcnow
@@ -126,14 +128,23 @@ def build_app(service: Service) -> FastAPI:
             return _error(405, "InvalidRequestPath", "method not allowed on this endpoint")
         return _error(exc.status_code, "HTTPFailed", str(exc.detail))
 
+    @app.exception_handler(DBAPIError)
+    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        # The transaction was rolled back; nothing was half-written. Clients retry.
+        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+        response = _error(503, "StorageBackendInitialization", "database unavailable, retry later")
+        response.headers["retry-after"] = "1"
+        return response
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
         log.exception("internal error")
         return _error(500, "PluginInternalError", "internal error (see server log)")
 
-    def run(area: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def run(area: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # Broker work blocks (database, crypto): keep it off the event loop.
         try:
-            return fn(*args, **kwargs)
+            return await run_in_threadpool(fn, *args, **kwargs)
         except VeriteeError as exc:
             mapped = _map(exc, area=area, strict=strict)
             log.info("refused %s: %s (%s)", area, exc.code, mapped.variant)
@@ -143,7 +154,7 @@ def build_app(service: Service) -> FastAPI:
     @app.post("/kbs/v0/auth")
     async def auth(request: Request) -> Response:
         body = await body_json(request)
-        challenge = run("attest", broker.auth, body)
+        challenge = await run("attest", broker.auth, body)
         response = JSONResponse(challenge.body)
         _set_cookie(response, challenge.session_id, challenge.expires_at)
         return response
@@ -152,7 +163,7 @@ def build_app(service: Service) -> FastAPI:
     async def attest(request: Request) -> Response:
         body = await body_json(request)
         session_id = request.cookies.get(COOKIE)
-        result = run("attest", broker.attest, session_id, body)
+        result = await run("attest", broker.attest, session_id, body)
         response = JSONResponse({"token": result.token})
         if session_id:
             response.headers["set-cookie"] = f"{COOKIE}={session_id}"
@@ -165,7 +176,7 @@ def build_app(service: Service) -> FastAPI:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             bearer = token.strip()
-        jwe = run(
+        jwe = await run(
             "resource",
             broker.get_resource,
             [repository, rtype, tag],
@@ -179,47 +190,49 @@ def build_app(service: Service) -> FastAPI:
     async def put_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         who = admin(request)
         data = await _body(request, config.max_body_bytes)
-        run("admin", broker.put_resource, [repository, rtype, tag], data, admin=who)
+        await run("admin", broker.put_resource, [repository, rtype, tag], data, admin=who)
         return Response(status_code=200)
 
     @app.delete("/kbs/v0/resource/{repository}/{rtype}/{tag}")
     async def delete_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         who = admin(request)
-        run("admin", broker.delete_resource, [repository, rtype, tag], admin=who)
+        await run("admin", broker.delete_resource, [repository, rtype, tag], admin=who)
         return Response(status_code=200)
 
     @app.post("/kbs/v0/attestation-policy")
     async def set_attestation_policy(request: Request) -> Response:
         who = admin(request)
-        run("admin", broker.set_attestation_policy, await body_json(request), admin=who)
+        await run("admin", broker.set_attestation_policy, await body_json(request), admin=who)
         return Response(status_code=200)
 
     @app.get("/kbs/v0/attestation-policy")
     async def get_attestation_policy(request: Request) -> Response:
         admin(request)
-        return JSONResponse(run("admin", broker.get_policies, "attestation"))
+        return JSONResponse(await run("admin", broker.get_policies, "attestation"))
 
     @app.post("/kbs/v0/resource-policy")
     async def set_resource_policy(request: Request) -> Response:
         who = admin(request)
-        run("admin", broker.set_resource_policy, await body_json(request), admin=who)
+        await run("admin", broker.set_resource_policy, await body_json(request), admin=who)
         return Response(status_code=200)
 
     @app.get("/kbs/v0/resource-policy")
     async def get_resource_policy(request: Request) -> Response:
         admin(request)
-        return JSONResponse(run("admin", broker.get_policies, "resource"))
+        return JSONResponse(await run("admin", broker.get_policies, "resource"))
 
     @app.post("/kbs/v0/reference-value")
     async def register_reference_value(request: Request) -> Response:
         who = admin(request)
-        names = run("admin", broker.register_reference_values, await body_json(request), admin=who)
+        names = await run(
+            "admin", broker.register_reference_values, await body_json(request), admin=who
+        )
         return JSONResponse({"registered": names})
 
     @app.get("/kbs/v0/reference-value/{name}")
     async def get_reference_value(request: Request, name: str) -> Response:
         admin(request)
-        return JSONResponse(run("admin", broker.get_reference_value, name))
+        return JSONResponse(await run("admin", broker.get_reference_value, name))
 
     # -- public ---------------------------------------------------------------------------------
     @app.get("/.well-known/jwks.json")
@@ -232,12 +245,27 @@ def build_app(service: Service) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        try:
-            with service.db.read() as s:
-                s.execute(text("SELECT 1"))
-        except Exception:
-            return JSONResponse({"status": "database unavailable"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        def probe() -> dict[str, str]:
+            status = {"database": "ok", "keyring": "ok"}
+            try:
+                with service.db.read() as s:
+                    s.execute(text("SELECT 1"))
+            except Exception:
+                status["database"] = "unavailable"
+            try:
+                keyring = broker.keyring
+                blob = keyring.wrap(b"\0" * 32, b"veritee-readyz")
+                if keyring.unwrap(blob, b"veritee-readyz") != b"\0" * 32:
+                    status["keyring"] = "wrong key"
+            except Exception:
+                status["keyring"] = "unavailable"
+            return status
+
+        status = await run_in_threadpool(probe)
+        ok = all(v == "ok" for v in status.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", **status}, status_code=200 if ok else 503
+        )
 
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,28 @@ from veritee.server.config import CONFIG_FILE, DEFAULT_CONFIG, ServiceConfig
 from veritee.store.db import Database
 
 
-def init_data_dir(data_dir: Path, *, force: bool = False) -> ServiceConfig:
-    """Config, database, KEK, token key and an admin key pair; refuses to overwrite keys."""
+def init_data_dir(
+    data_dir: Path, *, force: bool = False, database: str | None = None
+) -> ServiceConfig:
+    """Config, database, KEK, token key and an admin key pair; refuses to overwrite keys.
+
+    ``database`` (a PostgreSQL URL) points the deployment at a shared database:
+    every replica then runs on a copy of this directory (same keys and config).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     config_path = data_dir / CONFIG_FILE
     if config_path.exists() and not force:
         raise ConfigError(f"{data_dir} is already initialised", hint="use another directory")
-    config_path.write_text(DEFAULT_CONFIG)
+    text = DEFAULT_CONFIG
+    if database:
+        if not database.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ConfigError(
+                f"unsupported database URL {database!r}",
+                hint="use postgresql://USER@HOST:PORT/DB (or omit --database for SQLite)",
+            )
+        text = text.replace('url = ""', f"url = {json.dumps(database)}")
+    config_path.write_text(text)
     (data_dir / "collateral").mkdir(exist_ok=True)
     config = ServiceConfig.load(data_dir)
     if not config.kek_path.exists():

@@ -41,11 +41,25 @@ class Database:
     """One engine and its session factory; ``read()`` and ``write()`` open transactions."""
 
     def __init__(self, url: str) -> None:
+        if url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgres = url.startswith("postgresql")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            # A replica must survive a database restart: test connections before use,
+            # bound waits, and fail fast rather than hang on a dead server.
+            kwargs.update(
+                pool_pre_ping=True,
+                pool_size=10,
+                max_overflow=10,
+                pool_timeout=10,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": 5},
+            )
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _sqlite_setup(self.engine)

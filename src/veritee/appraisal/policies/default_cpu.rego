@@ -90,6 +90,12 @@ hardware := 2 if {
 	input.tpm
 }
 
+# PCR 7 holds the Secure Boot configuration (variables and authorities).
+configuration := 2 if {
+	input.tpm
+	input.tpm.pcr07 in query_reference_value("tpm_pcr07")
+}
+
 trust_claims := {
 	"executables": executables,
 	"hardware": hardware,
