@@ -112,25 +112,33 @@ def serve(
 
     config = ServiceConfig.load(data_dir)
     bind = host or config.host
-    if not _is_loopback(bind) and not config.allow_http_non_loopback:
+    if not _is_loopback(bind) and not config.tls and not config.allow_http_non_loopback:
         raise ConfigError(
             f"refusing to serve plain HTTP on {bind}",
-            hint="bind to 127.0.0.1 behind a TLS proxy, or set allow_http_non_loopback = true",
+            hint="set tls_cert and tls_key in config.toml, bind to 127.0.0.1 behind a TLS "
+            "proxy, or set allow_http_non_loopback = true",
         )
     if trust_simulator and config.production:
         raise ConfigError("--trust-simulator is refused: this deployment is configured production")
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s "
-        + ("[SIMULATOR TRUSTED] " if trust_simulator else "")
-        + "%(message)s",
-    )
+    handler = logging.StreamHandler()
+    if config.json_logs:
+        from veritee.server.hardening import JsonLogFormatter
+
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s "
+            + ("[SIMULATOR TRUSTED] " if trust_simulator else "")
+            + "%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     os.environ["VERITEE_DATA_DIR"] = str(data_dir.resolve())
     if trust_simulator:
         os.environ["VERITEE_TRUST_SIMULATOR"] = "1"
-    output.err.print(f"veritee KBS on http://{bind}:{port or config.port} ({workers} worker(s))")
+    scheme = "https" if config.tls else "http"
+    listen = f"{scheme}://{bind}:{port or config.port}"
+    output.err.print(f"veritee KBS on {listen} ({workers} worker(s))")
     uvicorn.run(
         "veritee.server.app:create_app_from_env",
         factory=True,
@@ -138,6 +146,10 @@ def serve(
         port=port or config.port,
         workers=workers,
         log_level="warning",
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,  # bounds request line + headers
     )
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
@@ -36,6 +38,7 @@ from veritee.errors import (
 from veritee.server.admin_auth import verify_admin_token
 from veritee.server.bootstrap import Service, open_service
 from veritee.server.config import ServiceConfig
+from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
 
 log = logging.getLogger("veritee.server")
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
@@ -86,8 +89,29 @@ def build_app(service: Service) -> FastAPI:
     config = service.config
     broker = service.broker
     strict = config.strict_status_codes
-    app = FastAPI(title="veritee", version=_version(), docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="veritee",
+        version=_version(),
+        description="First-party attestation service and key broker (KBS protocol 0.4.0).",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.service = service
+    metrics = Metrics()
+    app.state.metrics = metrics
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type"],
+        )
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=metrics,
+        limiter=RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
+        limited_routes=frozenset({"/kbs/v0/auth", "/kbs/v0/attest"}),
+    )
     if config.insecure_allow_all:
         log.warning("ADMIN AUTHENTICATION IS OFF (insecure_allow_all): anyone can change secrets")
     if broker.settings.trust_simulator:
@@ -163,7 +187,12 @@ def build_app(service: Service) -> FastAPI:
     async def attest(request: Request) -> Response:
         body = await body_json(request)
         session_id = request.cookies.get(COOKIE)
-        result = await run("attest", broker.attest, session_id, body)
+        try:
+            result = await run("attest", broker.attest, session_id, body)
+        except KbsHttpError:
+            metrics.attestations.labels("unknown", "refused").inc()
+            raise
+        metrics.attestations.labels(result.evidence.tee, result.decision.status).inc()
         response = JSONResponse({"token": result.token})
         if session_id:
             response.headers["set-cookie"] = f"{COOKIE}={session_id}"
@@ -176,13 +205,18 @@ def build_app(service: Service) -> FastAPI:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             bearer = token.strip()
-        jwe = await run(
-            "resource",
-            broker.get_resource,
-            [repository, rtype, tag],
-            session_id=request.cookies.get(COOKIE),
-            bearer=bearer,
-        )
+        try:
+            jwe = await run(
+                "resource",
+                broker.get_resource,
+                [repository, rtype, tag],
+                session_id=request.cookies.get(COOKIE),
+                bearer=bearer,
+            )
+        except KbsHttpError as exc:
+            metrics.releases.labels(exc.variant).inc()
+            raise
+        metrics.releases.labels("released").inc()
         return JSONResponse(jwe)
 
     # -- admin routes ---------------------------------------------------------------------------
@@ -238,6 +272,10 @@ def build_app(service: Service) -> FastAPI:
     @app.get("/.well-known/jwks.json")
     async def jwks() -> Response:
         return JSONResponse(broker.signer.jwks())
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -19,7 +19,17 @@ host = "127.0.0.1"
 port = 8080
 # Plain HTTP is served on loopback only unless this is set (put TLS in front).
 allow_http_non_loopback = false
+# TLS: certificate chain and key (PEM). With both set, any address may be served.
+tls_cert = ""
+tls_key = ""
 max_body_bytes = 2097152
+# Per-client token bucket on /auth and /attest (requests per second, burst).
+rate_limit_per_s = 100
+rate_limit_burst = 200
+# Browser origins allowed by CORS; empty = CORS off.
+cors_origins = []
+# One JSON object per log line (with request ids); false = plain text.
+json_logs = true
 
 [kbs]
 session_timeout_minutes = 5
@@ -54,7 +64,13 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     allow_http_non_loopback: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_body_bytes: int = 2 * 1024 * 1024
+    rate_limit_per_s: float = 100.0
+    rate_limit_burst: int = 200
+    cors_origins: tuple[str, ...] = ()
+    json_logs: bool = True
     session_timeout: dt.timedelta = dt.timedelta(minutes=5)
     token_ttl: dt.timedelta = dt.timedelta(minutes=5)
     strict_status_codes: bool = False
@@ -65,6 +81,10 @@ class ServiceConfig:
     admin_public_keys: tuple[Path, ...] = ()
     insecure_allow_all: bool = False
     database_url: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
 
     @property
     def db_url(self) -> str:
@@ -114,6 +134,16 @@ class ServiceConfig:
                 raise ConfigError(f"{path}: {key} must be a string")
             return value
 
+        def optional_path(sec: dict[str, object], key: str) -> Path | None:
+            value = text(sec, key, "")
+            return (data_dir / value) if value else None
+
+        def strings(sec: dict[str, object], key: str) -> tuple[str, ...]:
+            value = sec.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: {key} must be a list of strings")
+            return tuple(value)
+
         server, kbs, col, admin, db = (
             section(n) for n in ("server", "kbs", "collateral", "admin", "database")
         )
@@ -128,7 +158,13 @@ class ServiceConfig:
             host=text(server, "host", "127.0.0.1"),
             port=int(number(server, "port", 8080)),
             allow_http_non_loopback=flag(server, "allow_http_non_loopback", False),
+            tls_cert=optional_path(server, "tls_cert"),
+            tls_key=optional_path(server, "tls_key"),
             max_body_bytes=int(number(server, "max_body_bytes", 2 << 20)),
+            rate_limit_per_s=number(server, "rate_limit_per_s", 100),
+            rate_limit_burst=int(number(server, "rate_limit_burst", 200)),
+            cors_origins=strings(server, "cors_origins"),
+            json_logs=flag(server, "json_logs", True),
             session_timeout=dt.timedelta(minutes=number(kbs, "session_timeout_minutes", 5)),
             token_ttl=dt.timedelta(minutes=number(kbs, "token_ttl_minutes", 5)),
             strict_status_codes=flag(kbs, "strict_status_codes", False),
