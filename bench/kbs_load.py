@@ -8,7 +8,7 @@ ES256 sign, one ES256 verify, one ECDH), measured in the same run.
 
     RESULT kbs_flows_per_s=<n> flows/s target>=300
     RESULT kbs_p99_ms=<n> ms target<=100
-    RESULT kbs_server_cpu_per_crypto=<x> ratio target<=...
+    RESULT kbs_server_cpu_per_crypto=<x> ratio target<=10   (our own goal; the issue sets none)
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def main() -> None:
           f"{crypto * 1000:.3f} ms")
     print(f"RESULT kbs_flows_per_s={flows / elapsed:.1f} flows/s target>=300")
     print(f"RESULT kbs_p99_ms={p99:.1f} ms target<=100  (p50 {p50:.1f} ms)")
-    print(f"RESULT kbs_server_cpu_per_crypto={cpu_per_flow / crypto:.1f} ratio target<=1")
+    print(f"RESULT kbs_server_cpu_per_crypto={cpu_per_flow / crypto:.1f} ratio target<=10")
 
 
 if __name__ == "__main__":
