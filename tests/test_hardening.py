@@ -98,6 +98,9 @@ def test_json_log_lines_carry_the_request_id() -> None:
     finally:
         request_id.reset(token)
     assert doc["request_id"] == "rid-42" and doc["message"] == "attested x"
+    assert "simulator_trusted" not in doc
+    marked = json.loads(JsonLogFormatter({"simulator_trusted": True}).format(record))
+    assert marked["simulator_trusted"] is True
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:

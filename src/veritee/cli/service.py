@@ -124,7 +124,9 @@ def serve(
     if config.json_logs:
         from veritee.server.hardening import JsonLogFormatter
 
-        handler.setFormatter(JsonLogFormatter())
+        handler.setFormatter(
+            JsonLogFormatter({"simulator_trusted": True} if trust_simulator else None)
+        )
     else:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s "

@@ -190,10 +190,19 @@ async def _too_many(send: Send, wait: float) -> None:
 
 
 class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line with the request id; messages never carry secrets."""
+    """One JSON object per line with the request id; messages never carry secrets.
+
+    ``context`` is added to every line (e.g. ``simulator_trusted``), so no line of
+    a deployment that trusts simulators can be mistaken for production.
+    """
+
+    def __init__(self, context: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.context = dict(context or {})
 
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
+        doc: dict[str, object] = {
+            **self.context,
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
