@@ -25,6 +25,7 @@ app.add_typer(service.resource_app, name="resource")
 app.add_typer(service.policy_app, name="policy")
 app.add_typer(service.rv_app, name="rv")
 app.add_typer(service.audit_app, name="audit")
+app.add_typer(service.backup_app, name="backup")
 
 # Feature modules register their commands on import (e.g. ``@verify.app.command("tdx")``).
 # One import line per module, kept sorted.
