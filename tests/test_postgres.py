@@ -189,3 +189,98 @@ def test_database_restart_fails_cleanly_and_recovers(
         assert c.get_resource("default/disk/key") == SECRET
     report = verify_chain(a.service.db)
     assert report.ok and report.records > before
+
+
+def test_sigkill_of_a_replica_under_load_loses_nothing(postgres: Postgres, tmp_path: Path) -> None:
+    """Two `veritee serve` processes on one database; one is SIGKILLed mid-load."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.kbs_fixtures import _provision
+
+    url = postgres.createdb("sigkill")
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    init_data_dir(a_dir, database=url)
+    shutil.copytree(a_dir, b_dir)
+    env = {**os.environ, "VERITEE_CACHE_DIR": str(tmp_path / "cache")}
+    ports = [_free_port(), _free_port()]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "veritee.cli.main", "serve", "--data-dir", str(d),
+                          "--port", str(p), "--trust-simulator"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        for d, p in ((a_dir, ports[0]), (b_dir, ports[1]))
+    ]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for u in urls:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{u}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            platform = SimulatedSnpPlatform.generate(rsa_bits=2048)
+        admin = Kbs(urls[0], a_dir, None, platform,  # type: ignore[arg-type]
+                    AdminKeyPair.load(a_dir / "admin.key"))
+        _provision(admin)
+        for i in range(20):  # more secrets, written through the replica that will die
+            r = httpx.post(f"{urls[1]}/kbs/v0/resource/many/s/{i}", content=f"s{i}".encode(),
+                           headers=admin.admin_headers(), timeout=30)
+            assert r.status_code == 200
+
+        outcomes: list[str] = []
+        stop = threading.Event()
+
+        def guest() -> None:
+            while not stop.is_set():
+                try:
+                    with KbsClient(urls[1]) as c:
+                        c.attest(SimulatedSnpProvider(platform, measurement=GOOD_MEASUREMENT))
+                        got = c.get_resource("default/disk/key")
+                        outcomes.append("ok" if got == SECRET else "WRONG")
+                except (KbsRefused, httpx.HTTPError):
+                    outcomes.append("failed")  # the replica died under us: refused, not leaked
+
+        threads = [threading.Thread(target=guest) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait(timeout=10)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert "WRONG" not in outcomes and "ok" in outcomes
+
+        # The survivor has every secret and an intact chain; an unattested client gets nothing.
+        db = Database(url)
+        report = verify_chain(db)
+        assert report.ok, report
+        from sqlalchemy import func, select
+
+        from veritee.store.models import ResourceRow
+
+        with db.read() as s:
+            assert s.execute(select(func.count()).select_from(ResourceRow)).scalar_one() == 21
+        db.dispose()
+        with KbsClient(urls[0]) as c:
+            c.attest(SimulatedSnpProvider(platform, measurement=GOOD_MEASUREMENT))
+            for i in range(20):
+                assert c.get_resource(f"many/s/{i}") == f"s{i}".encode()
+        r = httpx.get(f"{urls[0]}/kbs/v0/resource/default/disk/key", timeout=30)
+        assert r.status_code == 401
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=30)
