@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -35,10 +35,12 @@ from veritee.errors import (
     VerificationError,
     VeriteeError,
 )
+from veritee.server import openapi as oa
 from veritee.server.admin_auth import verify_admin_token
 from veritee.server.bootstrap import Service, open_service
 from veritee.server.config import ServiceConfig
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
+from veritee.server.openapi import spec
 
 log = logging.getLogger("veritee.server")
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
@@ -175,7 +177,7 @@ def build_app(service: Service) -> FastAPI:
             raise mapped from None
 
     # -- guest routes -------------------------------------------------------------------------
-    @app.post("/kbs/v0/auth")
+    @app.post("/kbs/v0/auth", **spec(oa.AUTH_REQUEST, oa.CHALLENGE, errors=oa.GUEST_ERRORS))
     async def auth(request: Request) -> Response:
         body = await body_json(request)
         challenge = await run("attest", broker.auth, body)
@@ -183,7 +185,10 @@ def build_app(service: Service) -> FastAPI:
         _set_cookie(response, challenge.session_id, challenge.expires_at)
         return response
 
-    @app.post("/kbs/v0/attest")
+    @app.post(
+        "/kbs/v0/attest",
+        **spec(oa.ATTESTATION, oa.TOKEN, errors=oa.GUEST_ERRORS, params=[oa.COOKIE]),
+    )
     async def attest(request: Request) -> Response:
         body = await body_json(request)
         session_id = request.cookies.get(COOKIE)
@@ -198,7 +203,10 @@ def build_app(service: Service) -> FastAPI:
             response.headers["set-cookie"] = f"{COOKIE}={session_id}"
         return response
 
-    @app.get("/kbs/v0/resource/{repository}/{rtype}/{tag}")
+    @app.get(
+        "/kbs/v0/resource/{repository}/{rtype}/{tag}",
+        **spec(None, oa.JWE, errors=oa.GUEST_ERRORS, params=[oa.COOKIE, oa.BEARER]),
+    )
     async def get_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         bearer = None
         header = request.headers.get("authorization", "")
@@ -220,42 +228,63 @@ def build_app(service: Service) -> FastAPI:
         return JSONResponse(jwe)
 
     # -- admin routes ---------------------------------------------------------------------------
-    @app.post("/kbs/v0/resource/{repository}/{rtype}/{tag}")
+    @app.post(
+        "/kbs/v0/resource/{repository}/{rtype}/{tag}",
+        **spec(None, None, errors=oa.ADMIN_ERRORS, params=[oa.BEARER], raw_body=True),
+    )
     async def put_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         who = admin(request)
         data = await _body(request, config.max_body_bytes)
         await run("admin", broker.put_resource, [repository, rtype, tag], data, admin=who)
         return Response(status_code=200)
 
-    @app.delete("/kbs/v0/resource/{repository}/{rtype}/{tag}")
+    @app.delete(
+        "/kbs/v0/resource/{repository}/{rtype}/{tag}",
+        **spec(None, None, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def delete_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         who = admin(request)
         await run("admin", broker.delete_resource, [repository, rtype, tag], admin=who)
         return Response(status_code=200)
 
-    @app.post("/kbs/v0/attestation-policy")
+    @app.post(
+        "/kbs/v0/attestation-policy",
+        **spec(oa.POLICY_SET, None, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def set_attestation_policy(request: Request) -> Response:
         who = admin(request)
         await run("admin", broker.set_attestation_policy, await body_json(request), admin=who)
         return Response(status_code=200)
 
-    @app.get("/kbs/v0/attestation-policy")
+    @app.get(
+        "/kbs/v0/attestation-policy",
+        **spec(None, oa.POLICY_LIST, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def get_attestation_policy(request: Request) -> Response:
         admin(request)
         return JSONResponse(await run("admin", broker.get_policies, "attestation"))
 
-    @app.post("/kbs/v0/resource-policy")
+    @app.post(
+        "/kbs/v0/resource-policy",
+        **spec(oa.POLICY_SET, None, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def set_resource_policy(request: Request) -> Response:
         who = admin(request)
         await run("admin", broker.set_resource_policy, await body_json(request), admin=who)
         return Response(status_code=200)
 
-    @app.get("/kbs/v0/resource-policy")
+    @app.get(
+        "/kbs/v0/resource-policy",
+        **spec(None, oa.POLICY_LIST, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def get_resource_policy(request: Request) -> Response:
         admin(request)
         return JSONResponse(await run("admin", broker.get_policies, "resource"))
 
-    @app.post("/kbs/v0/reference-value")
+    @app.post(
+        "/kbs/v0/reference-value",
+        **spec(oa.RV_MESSAGE, oa.RV_REGISTERED, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def register_reference_value(request: Request) -> Response:
         who = admin(request)
         names = await run(
@@ -263,17 +292,20 @@ def build_app(service: Service) -> FastAPI:
         )
         return JSONResponse({"registered": names})
 
-    @app.get("/kbs/v0/reference-value/{name}")
+    @app.get(
+        "/kbs/v0/reference-value/{name}",
+        **spec(None, oa.RV_RECORD, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
     async def get_reference_value(request: Request, name: str) -> Response:
         admin(request)
         return JSONResponse(await run("admin", broker.get_reference_value, name))
 
     # -- public ---------------------------------------------------------------------------------
-    @app.get("/.well-known/jwks.json")
+    @app.get("/.well-known/jwks.json", **spec(None, oa.JWKS, errors=()))
     async def jwks() -> Response:
         return JSONResponse(broker.signer.jwks())
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -281,7 +313,7 @@ def build_app(service: Service) -> FastAPI:
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "database or keyring unavailable"}})
     async def readyz() -> Response:
         def probe() -> dict[str, str]:
             status = {"database": "ok", "keyring": "ok"}

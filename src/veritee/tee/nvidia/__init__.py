@@ -1,0 +1,1 @@
+"""NVIDIA GPUs and NVSwitches: SPDM measurement reports, device chains, RIM comparison."""
