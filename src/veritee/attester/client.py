@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from veritee.attester.jwe import decrypt
-from veritee.attester.providers import EvidenceProvider
-from veritee.broker.binding import HashAlgorithm, expected_report_data, primary_digest
+from veritee.attester.providers import DeviceProvider, EvidenceProvider
+from veritee.broker.binding import (
+    HashAlgorithm,
+    device_digest,
+    expected_report_data,
+    primary_digest,
+)
 from veritee.broker.teekey import TeePublicKey
 from veritee.errors import AuthError, PolicyDenied, RequestError, VerificationError, VeriteeError
 
@@ -108,18 +115,33 @@ class KbsClient:
         *,
         init_data_toml: str | None = None,
         nonce_override: str | None = None,
+        devices: Sequence[DeviceProvider] = (),
     ) -> Attestation:
-        """Run auth + attest. ``nonce_override`` exists to test replay refusal."""
+        """Run auth + attest. ``nonce_override`` exists to test replay refusal.
+
+        ``devices`` (GPUs, switches) are bound with the device digest and sent as
+        ``additional_evidence``, which the primary report data then covers.
+        """
         nonce, alg = self.auth(provider.tee)
         used_nonce = nonce_override or nonce
-        digest = primary_digest(used_nonce, self.tee_jwk, "", alg)
+        additional = ""
+        if devices:
+            dev_digest = device_digest(used_nonce, self.tee_jwk, alg)
+            grouped: dict[str, list[dict[str, object]]] = {}
+            for dev in devices:
+                grouped.setdefault(dev.tee, []).append(dev.device_evidence(dev_digest))
+            additional = json.dumps(
+                {tee: {"device_evidence_list": items} for tee, items in grouped.items()},
+                separators=(",", ":"),
+            )
+        digest = primary_digest(used_nonce, self.tee_jwk, additional, alg)
         host_data = None
         if init_data_toml is not None:
             host_data = HashAlgorithm.SHA256.digest(init_data_toml.encode())
         evidence = provider.evidence(expected_report_data(digest, 64), host_data=host_data)
         body: dict[str, object] = {
             "runtime-data": {"nonce": used_nonce, "tee-pubkey": self.tee_jwk.canonical_jwk()},
-            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": additional},
         }
         if init_data_toml is not None:
             body["init-data"] = {"format": "toml", "body": init_data_toml}

@@ -237,3 +237,40 @@ class TpmProvider:
             # init-data is bound by extending its digest into PCR 8 before quoting.
             self.attester.extend(8, [("sha256", host_data[:32].ljust(32, b"\0"))])
         return self.attester.evidence(report_data).to_json()
+
+
+class DeviceProvider(Protocol):
+    """A device attester (GPU, switch): evidence items for a device digest."""
+
+    @property
+    def tee(self) -> str: ...
+
+    def device_evidence(self, device_digest: bytes) -> dict[str, object]: ...
+
+
+class SimulatedNvidiaProvider:
+    """A simulated NVIDIA GPU: one ``device_evidence_list`` item as guest-components sends it."""
+
+    tee = "nvidia"
+
+    def __init__(self, device: object, uuid: str) -> None:
+        from veritee.tee.nvidia.sim import SimulatedNvidiaDevice
+
+        if not isinstance(device, SimulatedNvidiaDevice):
+            raise TypeError("SimulatedNvidiaProvider needs a SimulatedNvidiaDevice")
+        self.device = device
+        self.uuid = uuid
+
+    def device_evidence(self, device_digest: bytes) -> dict[str, object]:
+        import base64
+
+        from veritee.tee.nvidia.report import NONCE_SIZE
+
+        nonce = device_digest[:NONCE_SIZE].ljust(NONCE_SIZE, b"\0")
+        report = self.device.report(nonce)
+        return {
+            "arch": self.device.arch.upper(),
+            "uuid": self.uuid,
+            "evidence": base64.b64encode(report.to_bytes()).decode(),
+            "certificate": base64.b64encode(self.device.chain_pem()).decode(),
+        }

@@ -27,6 +27,13 @@ from veritee.tee.dcap.gather import gather_collateral as gather_dcap
 from veritee.tee.dcap.quote import Quote
 from veritee.tee.dcap.sim import DCAP_SIMULATOR_ORG
 from veritee.tee.dcap.verify import IntelRoots
+from veritee.tee.nvidia.claims import NvidiaClaims
+from veritee.tee.nvidia.evidence import decode_device_evidence
+from veritee.tee.nvidia.report import NONCE_SIZE as NVIDIA_NONCE_SIZE
+from veritee.tee.nvidia.report import NvidiaReport
+from veritee.tee.nvidia.sim import SIMULATOR_ORG as NVIDIA_SIMULATOR_ORG
+from veritee.tee.nvidia.verify import NvidiaRoots
+from veritee.tee.nvidia.verify import verify_report as verify_nvidia_report
 from veritee.tee.sgx.claims import SgxClaims
 from veritee.tee.sgx.quote import SgxQuote
 from veritee.tee.sgx.verify import finish_sgx, verify_sgx_signatures
@@ -200,6 +207,53 @@ VERIFIERS: dict[str, EvidenceVerifier] = {
 }
 
 
+# -- devices (additional evidence): GPUs and switches --------------------------------------
+
+DeviceVerifier = Callable[[object, bytes, VerifyContext], list[VerifiedEvidence]]
+MAX_DEVICES = 16
+
+
+def verify_nvidia(evidence: object, digest: bytes, ctx: VerifyContext) -> list[VerifiedEvidence]:
+    """NVIDIA GPUs/NVSwitches; each SPDM nonce must be the device digest (first 32 bytes)."""
+    try:
+        text = json.dumps(evidence).encode()
+    except (TypeError, ValueError):
+        raise EvidenceFormatError("nvidia evidence is not JSON data") from None
+    devices = decode_device_evidence(text)
+    if len(devices) > MAX_DEVICES:
+        raise EvidenceFormatError(f"more than {MAX_DEVICES} devices in one evidence")
+    nonce = digest[:NVIDIA_NONCE_SIZE].ljust(NVIDIA_NONCE_SIZE, b"\0")
+    out = []
+    for index, dev in enumerate(devices):
+        if dev.cert_chain is None:
+            raise EvidenceFormatError(f"nvidia device {index}: no certificate chain")
+        chain = load_certificates(dev.cert_chain, what=f"nvidia device {index} chain")
+        roots = NvidiaRoots.device()
+        if ctx.trust_simulator:
+            for cert in chain:
+                org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+                if cert.subject == cert.issuer and org and org[0].value == NVIDIA_SIMULATOR_ORG:
+                    roots = roots.with_root(cert)
+        report = NvidiaReport.from_bytes(dev.report)
+        verified = verify_nvidia_report(
+            report, chain, roots, ctx.now, expected_nonce=nonce, stated_arch=dev.arch
+        )
+        out.append(
+            VerifiedEvidence(
+                tee="nvidia",
+                claims=NvidiaClaims.from_verified(verified, uuid=dev.uuid).to_json(),
+                report_data=nonce,
+                init_data=b"",
+                simulated=verified.simulated,
+                evidence_digest=hashlib.sha384(dev.report).hexdigest(),
+            )
+        )
+    return out
+
+
+DEVICE_VERIFIERS: dict[str, DeviceVerifier] = {"nvidia": verify_nvidia}
+
+
 def expected_init_data_field(tee: str, digest: bytes, field_size: int) -> bytes:
     """What the hardware field must hold for init-data with this digest.
 
@@ -209,6 +263,7 @@ def expected_init_data_field(tee: str, digest: bytes, field_size: int) -> bytes:
     if tee == "tpm":
         return init_data_pcr(digest)
     return digest[:field_size].ljust(field_size, b"\0")
+
 
 # Size of the hardware field that carries the init-data digest, per TEE.
 INIT_DATA_FIELD: dict[str, int] = {"snp": 32, "tdx": 48, "sgx": 64, "tpm": 32}

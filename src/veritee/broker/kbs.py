@@ -12,6 +12,7 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import tomllib
@@ -26,8 +27,10 @@ from veritee.appraisal import refvalues
 from veritee.appraisal.attestation import appraise
 from veritee.appraisal.builtin import (
     DEFAULT_ATTESTATION_POLICY_ID,
+    DEFAULT_DEVICE_POLICY_ID,
     RESOURCE_POLICY_ID,
     default_attestation_policy,
+    default_device_policy,
     default_resource_policy,
 )
 from veritee.appraisal.decision import Decision, Reason, ResourceDecision
@@ -42,8 +45,9 @@ from veritee.appraisal.ear import (
 from veritee.appraisal.policy import PolicyEngine, RegoPolicy
 from veritee.broker import audit
 from veritee.broker.audit import AuditEvent
-from veritee.broker.binding import HashAlgorithm, primary_digest, select_hash
+from veritee.broker.binding import HashAlgorithm, device_digest, primary_digest, select_hash
 from veritee.broker.evidence import (
+    DEVICE_VERIFIERS,
     INIT_DATA_FIELD,
     VERIFIERS,
     VerifiedEvidence,
@@ -263,8 +267,6 @@ class KeyBroker:
         additional = tee_evidence.get("additional_evidence", "")
         if not isinstance(additional, str):
             raise RequestError('additional_evidence must be a string (JSON text or "")')
-        if additional:
-            raise RequestError("additional (device) evidence is not supported yet")
         alg = HashAlgorithm.parse(session.hash_alg)
         digest = primary_digest(session.nonce, tee_key, additional, alg)
         now = self.clock()
@@ -279,6 +281,7 @@ class KeyBroker:
         if verified.simulated and not ctx.trust_simulator:  # pragma: no cover - defence in depth
             raise VerificationError("simulated evidence is refused by this server")
         init_data_claims = self._check_init_data(att.get("init-data"), verified)
+        devices = self._verify_devices(additional, device_digest(session.nonce, tee_key, alg), ctx)
 
         runtime_claims = {"nonce": session.nonce, "tee-pubkey": tee_key.canonical_jwk()}
         tee_claims = dict(verified.claims)
@@ -293,26 +296,26 @@ class KeyBroker:
         with self.db.read() as s:
             policy = self._attestation_policy(s)
             reference = {n: rv.value for n, rv in refvalues.all_valid(s, now).items()}
+            device_policy = self._device_policy(s)
         decision = appraise(self.engine, policy, input_doc, reference)
+        submods = {"cpu0": _submod(decision, input_doc)}
+        counters: dict[str, int] = {}
+        for dev in devices:
+            dev_claims = dict(dev.claims)
+            dev_claims["simulated"] = dev.simulated
+            dev_doc = {
+                dev.tee: dev_claims,
+                "report_data": dev.report_data.hex(),
+                "runtime_data_claims": runtime_claims,
+            }
+            dev_decision = appraise(self.engine, device_policy, dev_doc, reference)
+            kind = "switch" if str(dev_claims.get("arch", "")).upper() == "LS10" else "gpu"
+            name = f"{kind}{counters.get(kind, 0)}"
+            counters[kind] = counters.get(kind, 0) + 1
+            submods[name] = _submod(dev_decision, dev_doc)
         token = issue_ear(
             self.signer,
-            {
-                "cpu0": Submod(
-                    status=decision.status,
-                    trust_vector=decision.trust_vector,
-                    policy_id=decision.policy_id,
-                    annotated_evidence=input_doc,
-                    extensions=(
-                        (
-                            Extension(
-                                REASONS_EXTENSION, REASONS_KEY, [str(r) for r in decision.reasons]
-                            ),
-                        )
-                        if decision.reasons
-                        else ()
-                    ),
-                )
-            },
+            submods,
             now=now,
             ttl=self.settings.token_ttl,
             issuer=self.settings.issuer,
@@ -355,6 +358,29 @@ class KeyBroker:
             verified.simulated,
         )
         return AttestResult(token=token, decision=decision, evidence=verified)
+
+    def _verify_devices(
+        self, additional: str, digest: bytes, ctx: VerifyContext
+    ) -> list[VerifiedEvidence]:
+        """Additional (device) evidence: a JSON text mapping device type to its evidence."""
+        if not additional:
+            return []
+        try:
+            doc = json.loads(additional)
+        except ValueError:
+            raise RequestError("additional_evidence is not JSON text") from None
+        if not isinstance(doc, dict) or not doc:
+            raise RequestError("additional_evidence must map device types to evidence")
+        devices: list[VerifiedEvidence] = []
+        for kind, evidence in doc.items():
+            verifier = DEVICE_VERIFIERS.get(kind)
+            if verifier is None:
+                raise RequestError(
+                    f"device type {kind!r} is not supported; supported: "
+                    + ", ".join(sorted(DEVICE_VERIFIERS))
+                )
+            devices.extend(verifier(evidence, digest, ctx))
+        return devices
 
     def _check_init_data(self, init: object, verified: VerifiedEvidence) -> object:
         if init is None:
@@ -472,6 +498,12 @@ class KeyBroker:
         return ResourceDecision(allowed=allowed, policy_hash=policy.sha384, reasons=tuple(reasons))
 
     # -- policies ----------------------------------------------------------------------------
+    def _device_policy(self, s: Any) -> RegoPolicy:
+        row = s.get(PolicyRow, ("attestation", DEFAULT_DEVICE_POLICY_ID))
+        if row is not None:
+            return RegoPolicy.parse(row.policy_id, row.body)
+        return default_device_policy()
+
     def _attestation_policy(self, s: Any) -> RegoPolicy:
         for pid in (DEFAULT_ATTESTATION_POLICY_ID, "default"):
             row = s.get(PolicyRow, ("attestation", pid))
@@ -624,6 +656,17 @@ class KeyBroker:
             )
         except Exception:  # pragma: no cover - auditing must not mask the original error
             log.exception("could not write the audit record for a denial")
+
+
+def _submod(decision: Decision, annotated: Mapping[str, object]) -> Submod:
+    reasons = [str(r) for r in decision.reasons]
+    return Submod(
+        status=decision.status,
+        trust_vector=decision.trust_vector,
+        policy_id=decision.policy_id,
+        annotated_evidence=annotated,
+        extensions=(Extension(REASONS_EXTENSION, REASONS_KEY, reasons),) if reasons else (),
+    )
 
 
 def _extra_params(value: object) -> object:
