@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 from veritee.appraisal.policy import RegoPolicy
@@ -11,6 +12,7 @@ DEFAULT_DEVICE_POLICY_ID = "default_gpu"
 RESOURCE_POLICY_ID = "resource-policy"
 
 
+@functools.lru_cache(maxsize=16)
 def load(name: str) -> str:
     return resources.files("veritee.appraisal").joinpath("policies", f"{name}.rego").read_text()
 

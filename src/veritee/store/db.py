@@ -7,6 +7,7 @@ of failing with "database is locked" when a read transaction upgrades.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,7 @@ class Database:
             bind=self.engine.execution_options(veritee_write=True), expire_on_commit=False
         )
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock()
 
     @classmethod
     def sqlite(cls, path: Path) -> Database:
@@ -81,9 +83,18 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on any exception."""
-        with self._writer() as session, session.begin():
-            yield session
+        """A write transaction: committed on success, rolled back on any exception.
+
+        SQLite has one writer at a time; threads of this process queue on a lock
+        (woken at once) rather than in SQLite's busy handler, which sleeps in
+        coarse steps and turns contention into latency.
+        """
+        if self.is_sqlite:
+            with self._write_lock, self._writer() as session, session.begin():
+                yield session
+        else:
+            with self._writer() as session, session.begin():
+                yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
