@@ -111,3 +111,10 @@ class AuthError(VeriteeError):
 class ConfigError(VeriteeError):
     code = "config.error"
     exit_code = 1
+
+
+class KeyringUnavailableError(VeriteeError):
+    """The key-encryption key's holder (an HSM, a TPM) cannot be used right now: retry later."""
+
+    code = "keyring.unavailable"
+    exit_code = 1

@@ -6,6 +6,11 @@ with AES-256-GCM under the DEK, and the DEK is wrapped by a :class:`Keyring`
 Both layers take the caller's AAD (the resource path), so a row copied to
 another path, a DEK swapped between rows, or any flipped byte fails to open.
 
+A :class:`MultiKeyring` holds several KEKs during a rotation: it wraps under its
+primary and unseals each secret with the KEK named by the secret's stored
+``kek_id``; :func:`rewrap_dek` moves one secret's data key to another KEK
+without touching its ciphertext.
+
 Failures raise :class:`~veritee.errors.VerificationError` with messages that
 name what failed, never the plaintext or key bytes.
 """
@@ -13,6 +18,7 @@ name what failed, never the plaintext or key bytes.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import stat
 from dataclasses import dataclass
@@ -27,8 +33,10 @@ from veritee.errors import ConfigError, VerificationError
 __all__ = [
     "FileKeyring",
     "Keyring",
+    "MultiKeyring",
     "SealedSecret",
     "read_owner_only",
+    "rewrap_dek",
     "seal",
     "unseal",
     "write_new_file",
@@ -164,6 +172,76 @@ class FileKeyring:
             ) from None
 
 
+class MultiKeyring:
+    """A primary KEK plus older ones still held for reading, during a KEK rotation.
+
+    ``wrap`` (and ``unwrap`` through the plain :class:`Keyring` protocol) use the
+    primary; :func:`unseal` picks the member named by a secret's stored ``kek_id``,
+    so secrets under the old KEK and under the new one both open while a
+    rotation moves them over.
+    """
+
+    __slots__ = ("_by_id", "keyrings")
+
+    def __init__(self, primary: Keyring, *others: Keyring) -> None:
+        self.keyrings: tuple[Keyring, ...] = (primary, *others)
+        by_id: dict[str, Keyring] = {}
+        for member in self.keyrings:
+            if isinstance(member, MultiKeyring):
+                raise TypeError("MultiKeyring members must be single keyrings")
+            if member.kek_id in by_id:
+                raise ConfigError(
+                    f"KEK {member.kek_id} is configured twice",
+                    hint="the previous KEK must be a different key from the primary one",
+                )
+            by_id[member.kek_id] = member
+        self._by_id = by_id
+
+    def __repr__(self) -> str:
+        return f"MultiKeyring({', '.join(repr(k) for k in self.keyrings)})"
+
+    @property
+    def primary(self) -> Keyring:
+        return self.keyrings[0]
+
+    @property
+    def kek_id(self) -> str:
+        return self.primary.kek_id
+
+    @property
+    def kek_ids(self) -> tuple[str, ...]:
+        return tuple(self._by_id)
+
+    def keyring_for(self, kek_id: str) -> Keyring | None:
+        """The member holding ``kek_id``, or None."""
+        return self._by_id.get(kek_id)
+
+    def wrap(self, dek: bytes, aad: bytes) -> bytes:
+        return self.primary.wrap(dek, aad)
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        # A bare blob does not say which KEK made it; callers that know the stored
+        # kek_id go through unseal()/rewrap_dek(), which pick the right member.
+        return self.primary.unwrap(blob, aad)
+
+
+def _holder(keyring: Keyring, kek_id: str) -> Keyring:
+    """The keyring that holds ``kek_id`` (a MultiKeyring's member), or VerificationError."""
+    if isinstance(keyring, MultiKeyring):
+        found = keyring.keyring_for(kek_id)
+        held = ", ".join(keyring.kek_ids)
+    else:
+        found = keyring if keyring.kek_id == kek_id else None
+        held = keyring.kek_id
+    if found is None:
+        raise VerificationError(
+            f"secret is sealed under KEK {kek_id!r}, but the keyring holds KEK {held}",
+            hint="configure the KEK the secret was stored with (as the previous KEK during "
+            "a rotation), or re-seal it",
+        )
+    return found
+
+
 def _abbrev(data: bytes) -> str:
     return f"<{len(data)} bytes>"
 
@@ -199,15 +277,10 @@ def seal(keyring: Keyring, plaintext: bytes, aad: bytes) -> SealedSecret:
 
 def unseal(keyring: Keyring, sealed: SealedSecret, aad: bytes) -> bytes:
     """The plaintext, or :class:`VerificationError` (wrong AAD, wrong KEK, altered bytes)."""
-    if sealed.kek_id != keyring.kek_id:
-        raise VerificationError(
-            f"secret is sealed under KEK {sealed.kek_id!r}, but the keyring holds "
-            f"KEK {keyring.kek_id!r}",
-            hint="configure the KEK the secret was stored with, or re-seal it",
-        )
+    holder = _holder(keyring, sealed.kek_id)
     if len(sealed.nonce) != NONCE_BYTES or len(sealed.ciphertext) < TAG_BYTES:
         raise VerificationError("sealed secret is malformed (nonce or ciphertext length)")
-    dek = keyring.unwrap(sealed.wrapped_dek, _DEK_LABEL + aad)
+    dek = holder.unwrap(sealed.wrapped_dek, _DEK_LABEL + aad)
     if len(dek) != KEY_BYTES:
         raise VerificationError("unwrapped data key has the wrong length")
     try:
@@ -216,3 +289,23 @@ def unseal(keyring: Keyring, sealed: SealedSecret, aad: bytes) -> bytes:
         raise VerificationError(
             "sealed secret does not open: the ciphertext was altered or belongs to another path"
         ) from None
+
+
+def rewrap_dek(kek_id: str, wrapped_dek: bytes, old: Keyring, new: Keyring, aad: bytes) -> bytes:
+    """One secret's data key, wrapped under ``new`` instead of ``kek_id`` (KEK rotation).
+
+    ``aad`` is the same AAD the secret was sealed with. The secret's nonce and
+    ciphertext are not needed and stay as they are: the plaintext is never
+    decrypted. The new wrapping is unwrapped again before it is returned, so a
+    faulty KEK holder is caught while the old wrapping still exists.
+    """
+    dek = _holder(old, kek_id).unwrap(wrapped_dek, _DEK_LABEL + aad)
+    if len(dek) != KEY_BYTES:
+        raise VerificationError("unwrapped data key has the wrong length")
+    rewrapped = new.wrap(dek, _DEK_LABEL + aad)
+    if not hmac.compare_digest(_holder(new, new.kek_id).unwrap(rewrapped, _DEK_LABEL + aad), dek):
+        raise VerificationError(
+            f"KEK {new.kek_id} does not give back the data key it wrapped",
+            hint="the key holder is faulty; do not retire the old KEK",
+        )
+    return rewrapped

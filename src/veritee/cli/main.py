@@ -30,6 +30,7 @@ app.add_typer(service.backup_app, name="backup")
 # Feature modules register their commands on import (e.g. ``@verify.app.command("tdx")``).
 # One import line per module, kept sorted.
 # -- feature command modules --
+from veritee.cli import keyring as keyring_cli  # noqa: E402
 from veritee.cli import measure as measure_cli  # noqa: E402
 from veritee.cli import tpm as tpm_cli  # noqa: E402
 from veritee.cli import verify_dcap  # noqa: E402, F401
@@ -37,6 +38,7 @@ from veritee.cli import verify_devices as devices_cli  # noqa: E402, F401
 
 app.add_typer(tpm_cli.eventlog_app, name="eventlog")
 app.add_typer(measure_cli.measure_app, name="measure")
+app.add_typer(keyring_cli.keyring_app, name="keyring")
 # -- end feature command modules --
 
 

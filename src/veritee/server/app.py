@@ -27,6 +27,7 @@ from veritee.errors import (
     AuthError,
     CollateralUnavailableError,
     EvidenceFormatError,
+    KeyringUnavailableError,
     NotFoundError,
     PolicyDenied,
     PolicyError,
@@ -62,6 +63,8 @@ def _error(status: int, variant: str, detail: str) -> JSONResponse:
 def _map(exc: VeriteeError, *, area: str, strict: bool) -> KbsHttpError:
     """Trustee's variants; 401 everywhere unless strict status codes are on."""
     detail = str(exc)
+    if isinstance(exc, KeyringUnavailableError):
+        return KbsHttpError(503, "PluginInternalError", "key store unavailable, retry later")
     if isinstance(exc, PolicyDenied):
         return KbsHttpError(403 if strict else 401, "PolicyDeny", detail)
     if isinstance(exc, NotFoundError):

@@ -11,11 +11,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from veritee.appraisal.ear import TokenSigner
 from veritee.broker.kbs import BrokerSettings, KeyBroker
-from veritee.broker.keyring import FileKeyring
+from veritee.broker.keyring import FileKeyring, Keyring, MultiKeyring
 from veritee.collateral import FetcherChain, HttpFetcher
 from veritee.errors import ConfigError
 from veritee.server.admin_auth import AdminKeyPair
-from veritee.server.config import CONFIG_FILE, DEFAULT_CONFIG, ServiceConfig
+from veritee.server.config import (
+    CONFIG_FILE,
+    DEFAULT_CONFIG,
+    FileKeyringConfig,
+    KeyringConfig,
+    KeyringSpec,
+    Pkcs11KeyringConfig,
+    ServiceConfig,
+)
 from veritee.store.db import Database
 
 
@@ -71,13 +79,44 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veritee"
 
 
+def open_keyring_spec(spec: KeyringSpec) -> Keyring:
+    """One KEK from its configuration; a missing key, token or wrong PIN is a ConfigError."""
+    if isinstance(spec, FileKeyringConfig):
+        return FileKeyring(spec.path)
+    try:
+        # Imported here so deployments with a file KEK need no PKCS#11 library.
+        from veritee.broker.keyring_pkcs11 import Pkcs11Keyring, read_pin
+    except ImportError:
+        raise ConfigError(
+            'keyring.type = "pkcs11" needs the python-pkcs11 package',
+            hint="pip install python-pkcs11",
+        ) from None
+    pin = read_pin(spec.pin_env, token_label=spec.token_label)
+    return Pkcs11Keyring.open(spec.module, spec.token_label, spec.key_label, pin)
+
+
+def open_keyring(config: KeyringConfig) -> Keyring:
+    """The configured KEK; with a previous one, both (sealing under the primary)."""
+    primary = open_keyring_spec(config.primary)
+    if config.previous is None:
+        return primary
+    return MultiKeyring(primary, open_keyring_spec(config.previous))
+
+
+def describe_keyring_spec(spec: KeyringSpec) -> str:
+    """Where a KEK lives, for people (no secret: paths and labels only)."""
+    if isinstance(spec, Pkcs11KeyringConfig):
+        return f"PKCS#11 key {spec.key_label!r} on token {spec.token_label!r} ({spec.module})"
+    return f"file {spec.path}"
+
+
 def open_service(config: ServiceConfig, *, trust_simulator: bool | None = None) -> Service:
     trust_sim = config.trust_simulator if trust_simulator is None else trust_simulator
     if config.production and trust_sim:
         raise ConfigError("--trust-simulator is refused: this deployment is configured production")
     db = Database(config.db_url)
     db.migrate()
-    keyring = FileKeyring(config.kek_path)
+    keyring = open_keyring(config.keyring_config)
     signer = TokenSigner.load_pem(config.token_key_path)
     fetcher = FetcherChain(HttpFetcher(cache_dir=cache_dir())) if config.fetch else None
     broker = KeyBroker(

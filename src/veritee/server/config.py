@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from veritee.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
+KEK_FILE = "kek.key"
 
 DEFAULT_CONFIG = """\
 # veritee service configuration. Paths are relative to this directory.
@@ -59,6 +62,105 @@ url = ""
 
 
 @dataclass(frozen=True)
+class FileKeyringConfig:
+    """A 32-byte KEK in a file (mode 0600)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Pkcs11KeyringConfig:
+    """An AES-256 KEK in a PKCS#11 token; the PIN is read from ``pin_env`` at startup."""
+
+    module: Path
+    token_label: str
+    key_label: str
+    pin_env: str
+
+
+KeyringSpec = FileKeyringConfig | Pkcs11KeyringConfig
+
+
+@dataclass(frozen=True)
+class KeyringConfig:
+    """The ``[keyring]`` section: the KEK that seals, and during a rotation the one before it."""
+
+    primary: KeyringSpec
+    previous: KeyringSpec | None = None
+
+
+_KEYRING_KEYS = frozenset(
+    {"type", "path", "module", "token_label", "key_label", "pin_env", "previous"}
+)
+_PIN_KEYS = frozenset({"pin", "user_pin", "so_pin", "password"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _keyring_spec(sec: Mapping[str, object], where: str, data_dir: Path) -> KeyringSpec:
+    if _PIN_KEYS & sec.keys():
+        # Say which key, never its value: the value is the secret.
+        raise ConfigError(
+            f"{where} holds a PIN ({', '.join(sorted(_PIN_KEYS & sec.keys()))}); "
+            "PINs never go in config.toml",
+            hint='remove it and set pin_env = "NAME" to an environment variable holding the PIN',
+        )
+    unknown = sorted(set(sec) - _KEYRING_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}",
+            hint="known: " + ", ".join(sorted(_KEYRING_KEYS)),
+        )
+
+    kind = sec.get("type", "file")
+
+    def text(key: str, default: str | None) -> str:
+        value = sec.get(key, default)
+        if value is None:
+            raise ConfigError(f"{where}: {key} is required for type = {kind!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string")
+        return value
+
+    if kind == "file":
+        extra = sorted(set(sec) & {"module", "token_label", "key_label", "pin_env"})
+        if extra:
+            raise ConfigError(f'{where}: {", ".join(extra)} only apply to type = "pkcs11"')
+        return FileKeyringConfig(data_dir / text("path", KEK_FILE))
+    if kind == "pkcs11":
+        if "path" in sec:
+            raise ConfigError(f'{where}: path only applies to type = "file"')
+        pin_env = text("pin_env", "VERITEE_HSM_PIN")
+        if not _ENV_NAME.fullmatch(pin_env):
+            raise ConfigError(
+                f"{where}: pin_env must be the name of an environment variable",
+                hint='e.g. pin_env = "VERITEE_HSM_PIN" (the variable holds the PIN)',
+            )
+        token_label, key_label = text("token_label", None), text("key_label", "veritee-kek")
+        if not token_label or not key_label:
+            raise ConfigError(f"{where}: token_label and key_label must not be empty")
+        return Pkcs11KeyringConfig(
+            module=data_dir / text("module", None),
+            token_label=token_label,
+            key_label=key_label,
+            pin_env=pin_env,
+        )
+    raise ConfigError(f'{where}: type must be "file" or "pkcs11", not {kind!r}')
+
+
+def parse_keyring(sec: Mapping[str, object], data_dir: Path, where: str) -> KeyringConfig:
+    """``[keyring]``: the primary KEK, and ``previous`` (a file path or a table) if rotating."""
+    primary = _keyring_spec({k: v for k, v in sec.items() if k != "previous"}, where, data_dir)
+    previous = sec.get("previous", "")
+    if isinstance(previous, str):
+        return KeyringConfig(primary, FileKeyringConfig(data_dir / previous) if previous else None)
+    if isinstance(previous, dict):
+        if "previous" in previous:
+            raise ConfigError(f"{where}.previous cannot have a previous KEK of its own")
+        return KeyringConfig(primary, _keyring_spec(previous, f"{where}.previous", data_dir))
+    raise ConfigError(f"{where}: previous must be a KEK file path or a keyring.previous table")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     data_dir: Path
     host: str = "127.0.0.1"
@@ -81,6 +183,7 @@ class ServiceConfig:
     admin_public_keys: tuple[Path, ...] = ()
     insecure_allow_all: bool = False
     database_url: str = ""
+    keyring: KeyringConfig | None = None
 
     @property
     def tls(self) -> bool:
@@ -92,7 +195,12 @@ class ServiceConfig:
 
     @property
     def kek_path(self) -> Path:
-        return self.data_dir / "kek.key"
+        return self.data_dir / KEK_FILE
+
+    @property
+    def keyring_config(self) -> KeyringConfig:
+        """``[keyring]``, or without one the file KEK ``kek.key`` (the behaviour before it)."""
+        return self.keyring or KeyringConfig(FileKeyringConfig(self.kek_path))
 
     @property
     def token_key_path(self) -> Path:
@@ -175,4 +283,9 @@ class ServiceConfig:
             admin_public_keys=paths(admin.get("public_keys", []), "public_keys"),
             insecure_allow_all=flag(admin, "insecure_allow_all", False),
             database_url=text(db, "url", ""),
+            keyring=(
+                parse_keyring(section("keyring"), data_dir, f"{path}: keyring")
+                if "keyring" in doc
+                else None
+            ),
         )
