@@ -28,6 +28,8 @@ KNOWN_BINDINGS: Mapping[str, tuple[str, ...]] = {
     "mr_enclave": ("sgx", "body", "mr_enclave"),
     "mr_signer": ("sgx", "body", "mr_signer"),
     "tpm_pcr11": ("tpm", "pcr11"),
+    "snp_pcr11": ("az-snp-vtpm", "tpm", "pcr11"),
+    "tdx_pcr11": ("az-tdx-vtpm", "tpm", "pcr11"),
     "nvidia_driver_version": ("nvidia", "config", "driver_version"),
     "nvidia_vbios_version": ("nvidia", "config", "vbios_version"),
     "tpm_pcr07": ("tpm", "pcr07"),

@@ -66,6 +66,43 @@ class SimulatedSnpProvider:
         return build_evidence(self.report(report_data, host_data=host_data), table)
 
 
+class SimulatedAzureProvider:
+    """A simulated Azure SEV-SNP CVM (``az-snp-vtpm``): HCL report + vTPM quote.
+
+    The KBS client hands providers the runtime-data digest zero-padded to 64 bytes; an
+    Azure guest's vTPM quote carries the digest itself, so the first ``nonce_size``
+    bytes are used (48: SHA-384, the KBS default). Init-data is measured into PCR 8
+    once, at "boot" (``init_data_digest``), not per request: ``host_data`` is ignored.
+    The evidence is the v0 form whose ``vcek`` PEM also carries the ASK and the
+    simulator's ARK, which a server trusts only when told to trust simulators.
+    """
+
+    tee = "az-snp-vtpm"
+
+    def __init__(
+        self,
+        cvm: object,
+        *,
+        nonce_size: int = 48,
+        init_data_digest: bytes | None = None,
+    ) -> None:
+        from veritee.tee.azure.sim import SimulatedAzureSnpCvm
+
+        if not isinstance(cvm, SimulatedAzureSnpCvm):
+            raise TypeError("SimulatedAzureProvider needs a SimulatedAzureSnpCvm")
+        if not 1 <= nonce_size <= 64:
+            raise ValueError("nonce_size must be 1..64 bytes")
+        self.cvm = cvm
+        self.nonce_size = nonce_size
+        if init_data_digest is not None:
+            cvm.vtpm.measure_init_data(init_data_digest)
+
+    def evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> object:
+        return self.cvm.evidence(
+            report_data[: self.nonce_size], version=0, with_chain=True
+        ).to_json()
+
+
 def _der(cert: object) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509 import Certificate

@@ -20,6 +20,10 @@ from veritee.collateral import Fetcher
 from veritee.errors import EvidenceFormatError, RequestError
 from veritee.jcs import canonicalize
 from veritee.pki.certs import common_name, load_certificates
+from veritee.tee.azure.claims import AzureSnpClaims, AzureTdxClaims
+from veritee.tee.azure.evidence import AzureSnpEvidence, AzureTdxEvidence
+from veritee.tee.azure.gather import gather_snp_collateral
+from veritee.tee.azure.verify import finish_az_tdx, verify_az_snp, verify_az_tdx_signatures
 from veritee.tee.base import ClaimValue
 from veritee.tee.dcap.evidence import DcapEvidence, decode_evidence
 from veritee.tee.dcap.gather import DcapSources
@@ -199,11 +203,60 @@ def verify_tpm(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedE
     )
 
 
+def _azure_json(evidence: object, tee: str) -> Mapping[str, object]:
+    if not isinstance(evidence, Mapping):
+        raise EvidenceFormatError(f"{tee} evidence must be a JSON object")
+    return evidence
+
+
+def verify_az_snp_vtpm(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedEvidence:
+    """KBS ``az-snp-vtpm``: the vTPM quote's extraData is the runtime-data digest itself
+    (48 bytes for SHA-384), as the CoCo Azure attester puts it; init-data is in PCR 8."""
+    ev = AzureSnpEvidence.from_json(_azure_json(evidence, "az-snp-vtpm"))
+    gathered = gather_snp_collateral(ev, fetcher=ctx.fetcher, preloaded=ctx.collateral)
+    roots = TrustRoots.amd(gathered.intermediates)
+    if ctx.trust_simulator:
+        for cert in gathered.intermediates:
+            if _is_simulator_root(cert):
+                roots = roots.with_root(cert)
+    verified = verify_az_snp(ev, gathered, roots, ctx.now, expected_nonce=digest)
+    claims = AzureSnpClaims.from_verified(verified)
+    return VerifiedEvidence(
+        tee="az-snp-vtpm",
+        claims=claims.to_json(),
+        report_data=claims.tpm.nonce,
+        init_data=claims.tpm.init_data or b"",
+        simulated=verified.simulated,
+        evidence_digest=hashlib.sha384(ev.hcl.to_bytes() + ev.quote.message).hexdigest(),
+    )
+
+
+def verify_az_tdx_vtpm(evidence: object, digest: bytes, ctx: VerifyContext) -> VerifiedEvidence:
+    """KBS ``az-tdx-vtpm``: as ``az-snp-vtpm``, with a TD quote made from the HCL's TDREPORT."""
+    ev = AzureTdxEvidence.from_json(_azure_json(evidence, "az-tdx-vtpm"))
+    roots = _intel_roots(TdxQuote.from_bytes(ev.td_quote).quote, ctx)
+    # Signatures, bindings and the vTPM quote first: tampering is refused before any lookup.
+    stage = verify_az_tdx_signatures(ev, roots, ctx.now, expected_nonce=digest)
+    gathered = gather_dcap(stage.dcap, _dcap_sources(ctx))
+    verified = finish_az_tdx(stage, gathered, roots, ctx.now)
+    claims = AzureTdxClaims.from_verified(verified)
+    return VerifiedEvidence(
+        tee="az-tdx-vtpm",
+        claims=claims.to_json(),
+        report_data=claims.tpm.nonce,
+        init_data=claims.tpm.init_data or b"",
+        simulated=verified.simulated,
+        evidence_digest=hashlib.sha384(ev.hcl.to_bytes() + ev.quote.message).hexdigest(),
+    )
+
+
 VERIFIERS: dict[str, EvidenceVerifier] = {
     "snp": verify_snp,
     "tdx": verify_tdx,
     "sgx": verify_sgx,
     "tpm": verify_tpm,
+    "az-snp-vtpm": verify_az_snp_vtpm,
+    "az-tdx-vtpm": verify_az_tdx_vtpm,
 }
 
 
@@ -258,15 +311,17 @@ def expected_init_data_field(tee: str, digest: bytes, field_size: int) -> bytes:
     """What the hardware field must hold for init-data with this digest.
 
     TEEs with a launch-time field carry the digest itself (zero-padded or
-    truncated); a TPM extends it once into PCR 8.
+    truncated); a TPM, and an Azure CVM's vTPM, extend it once into PCR 8.
     """
-    if tee == "tpm":
+    if tee in ("tpm", "az-snp-vtpm", "az-tdx-vtpm"):
         return init_data_pcr(digest)
     return digest[:field_size].ljust(field_size, b"\0")
 
 
 # Size of the hardware field that carries the init-data digest, per TEE.
-INIT_DATA_FIELD: dict[str, int] = {"snp": 32, "tdx": 48, "sgx": 64, "tpm": 32}
+INIT_DATA_FIELD: dict[str, int] = {
+    "snp": 32, "tdx": 48, "sgx": 64, "tpm": 32, "az-snp-vtpm": 32, "az-tdx-vtpm": 32,
+}
 
 
 def supported_tees() -> list[str]:

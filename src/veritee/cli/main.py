@@ -33,6 +33,7 @@ app.add_typer(service.backup_app, name="backup")
 from veritee.cli import keyring as keyring_cli  # noqa: E402
 from veritee.cli import measure as measure_cli  # noqa: E402
 from veritee.cli import tpm as tpm_cli  # noqa: E402
+from veritee.cli import verify_azure as azure_cli  # noqa: E402, F401
 from veritee.cli import verify_dcap  # noqa: E402, F401
 from veritee.cli import verify_devices as devices_cli  # noqa: E402, F401
 

@@ -96,6 +96,62 @@ configuration := 2 if {
 	input.tpm.pcr07 in query_reference_value("tpm_pcr07")
 }
 
+##### Azure confidential VM, SEV-SNP (paravisor vTPM)
+# The SNP launch measurement is the paravisor's (the vTPM runs inside it, at VMPL 0);
+# PCR 11 is what the guest booted after it. Both are needed. TCB and guest policy
+# are those of the SNP report, with the reference values of the snp section.
+executables := 3 if {
+	input["az-snp-vtpm"]
+	input["az-snp-vtpm"].measurement in query_reference_value("snp_launch_measurement")
+	input["az-snp-vtpm"].tpm.pcr11 in query_reference_value("snp_pcr11")
+}
+
+hardware := 2 if {
+	input["az-snp-vtpm"]
+	input["az-snp-vtpm"].reported_tcb_bootloader in query_reference_value("snp_bootloader")
+	input["az-snp-vtpm"].reported_tcb_microcode in query_reference_value("snp_microcode")
+	input["az-snp-vtpm"].reported_tcb_snp in query_reference_value("snp_snp_svn")
+	input["az-snp-vtpm"].reported_tcb_tee in query_reference_value("snp_tee_svn")
+}
+
+configuration := 2 if {
+	input["az-snp-vtpm"]
+	input["az-snp-vtpm"].policy_debug_allowed == false
+	input["az-snp-vtpm"].policy_migrate_ma == false
+	input["az-snp-vtpm"].platform_smt_enabled == query_reference_value("snp_smt_enabled")
+	input["az-snp-vtpm"].platform_tsme_enabled == query_reference_value("snp_tsme_enabled")
+	input["az-snp-vtpm"].policy_abi_major == query_reference_value("snp_guest_abi_major")
+	input["az-snp-vtpm"].policy_abi_minor == query_reference_value("snp_guest_abi_minor")
+	input["az-snp-vtpm"].policy_single_socket == query_reference_value("snp_single_socket")
+	input["az-snp-vtpm"].policy_smt_allowed == query_reference_value("snp_smt_allowed")
+} else := 3 if {
+	input["az-snp-vtpm"]
+	input["az-snp-vtpm"].policy_debug_allowed == false
+	input["az-snp-vtpm"].policy_migrate_ma == false
+}
+
+##### Azure confidential VM, TDX (paravisor vTPM)
+executables := 3 if {
+	input["az-tdx-vtpm"]
+	input["az-tdx-vtpm"].tpm.pcr11 in query_reference_value("tdx_pcr11")
+}
+
+hardware := 2 if {
+	input["az-tdx-vtpm"]
+	input["az-tdx-vtpm"].quote.header.tee_type == "81000000"
+	input["az-tdx-vtpm"].quote.body.mr_td in query_reference_value("mr_td")
+	input["az-tdx-vtpm"].tcb_status == "UpToDate"
+}
+
+configuration := 2 if {
+	input["az-tdx-vtpm"]
+	input["az-tdx-vtpm"].td_attributes.debug == false
+	input["az-tdx-vtpm"].quote.body.xfam in query_reference_value("xfam")
+} else := 3 if {
+	input["az-tdx-vtpm"]
+	input["az-tdx-vtpm"].td_attributes.debug == false
+}
+
 trust_claims := {
 	"executables": executables,
 	"hardware": hardware,

@@ -1,0 +1,1 @@
+"""Azure confidential VMs: the paravisor's HCL report (SNP report or TDREPORT) + vTPM quote."""
