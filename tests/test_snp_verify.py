@@ -409,9 +409,11 @@ def test_corrupted_vek_in_the_evidence_is_a_format_or_verification_error(
     from veritee.tee.snp.gather import SnpSources, gather_collateral
 
     der = bytearray(sim_milan.vcek_der())
-    for _ in range(data.draw(st.integers(1, 4))):
-        pos = data.draw(st.integers(0, len(der) - 1))
-        der[pos] = (der[pos] + data.draw(st.integers(1, 255))) % 256  # always a change
+    # Distinct positions, each changed by a non-zero amount: the damage never cancels out.
+    positions = data.draw(st.lists(st.integers(0, len(der) - 1), min_size=1, max_size=4,
+                                   unique=True))
+    for pos in positions:
+        der[pos] = (der[pos] + data.draw(st.integers(1, 255))) % 256
     report = sim_milan.report()
     table = CertTable((CertEntry(GUID_VCEK, bytes(der)),))
     roots = TrustRoots.amd(()).with_root(sim_milan.ark)
