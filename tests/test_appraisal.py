@@ -13,7 +13,9 @@ from veritee.appraisal import refvalues
 from veritee.appraisal.attestation import appraise
 from veritee.appraisal.builtin import PRESETS, default_attestation_policy, load
 from veritee.appraisal.decision import status_of, tier
+from veritee.appraisal.ear import TokenSigner
 from veritee.appraisal.policy import PolicyEngine, RegoPolicy
+from veritee.appraisal.provenance import RowSeal
 from veritee.errors import PolicyError, RequestError
 from veritee.store.db import Database
 
@@ -182,15 +184,17 @@ def test_reference_values_store_and_expiry(tmp_path: Path) -> None:
         "payload": base64.b64encode(json.dumps({"a": [1], "b": True}).encode()).decode(),
     }
     values = refvalues.parse_rvps_message(msg, now=NOW, source="test")
+    seal = RowSeal(TokenSigner.generate())
     with db.write() as s:
         for rv in values:
-            refvalues.put(s, rv, NOW)
+            refvalues.put(s, rv, NOW, seal)
     with db.read() as s:
-        assert {k: v.value for k, v in refvalues.all_valid(s, NOW).items()} == {"a": [1], "b": True}
+        valid = refvalues.all_valid(s, NOW, seal)
+        assert {k: v.value for k, v in valid.items()} == {"a": [1], "b": True}
         later = NOW + dt.timedelta(days=366)
-        assert refvalues.all_valid(s, later) == {}
-        assert refvalues.get(s, "a", later) is None
-        got = refvalues.get(s, "a", NOW)
+        assert refvalues.all_valid(s, later, seal) == {}
+        assert refvalues.get(s, "a", later, seal) is None
+        got = refvalues.get(s, "a", NOW, seal)
         assert got is not None and got.to_rvps()["expiration"].startswith("2027-06-01")
     for bad in (
         {"type": "swid", "payload": ""},

@@ -6,6 +6,7 @@ import functools
 from importlib import resources
 
 from veritee.appraisal.policy import RegoPolicy
+from veritee.errors import PolicyError
 
 DEFAULT_ATTESTATION_POLICY_ID = "default_cpu"
 DEFAULT_DEVICE_POLICY_ID = "default_gpu"
@@ -30,3 +31,19 @@ def default_resource_policy() -> RegoPolicy:
 
 
 PRESETS = ("default_cpu", "default_gpu", "affirming", "allow_simulated")
+
+# Attestation policy presets (``veritee policy preset NAME``): name -> packaged file.
+POLICY_PRESETS = {
+    "allow-all-reference-values": "preset_allow_all_reference_values",
+    "dev": "preset_dev",
+    "strict-production": "preset_strict_production",
+}
+
+
+def preset(name: str) -> RegoPolicy:
+    """A preset as a parsed attestation policy (id ``default_cpu``, ready to set)."""
+    if name not in POLICY_PRESETS:
+        raise PolicyError(
+            f"no preset named {name!r}", hint="presets: " + ", ".join(POLICY_PRESETS)
+        )
+    return RegoPolicy.parse(DEFAULT_ATTESTATION_POLICY_ID, load(POLICY_PRESETS[name]))

@@ -31,6 +31,7 @@ _RV_NAMES = re.compile(
     r"|data\.reference\.([A-Za-z_]\w*)"
     r"|data\.reference\[\s*\"([^\"]+)\"\s*\]"
 )
+_RV_ANY = re.compile(r"(?:query_reference_value|get_reference_value)\(|data\.reference\b")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class RegoPolicy:
             if name not in names:
                 names.append(name)
         return names
+
+    def consults_reference_dynamically(self) -> bool:
+        """True when some lookup is not by a literal name (then any value may be consulted)."""
+        return len(_RV_ANY.findall(self.body)) > len(_RV_NAMES.findall(self.body))
 
     def _helpers(self) -> str:
         lines = [f"package {self.package}", "import rego.v1"]

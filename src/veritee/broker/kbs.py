@@ -43,7 +43,7 @@ from veritee.appraisal.ear import (
     verify_ear,
 )
 from veritee.appraisal.policy import PolicyEngine, RegoPolicy
-from veritee.broker import audit
+from veritee.broker import audit, refstore
 from veritee.broker.audit import AuditEvent
 from veritee.broker.binding import HashAlgorithm, device_digest, primary_digest, select_hash
 from veritee.broker.evidence import (
@@ -295,7 +295,9 @@ class KeyBroker:
         }
         with self.db.read() as s:
             policy = self._attestation_policy(s)
-            reference = {n: rv.value for n, rv in refvalues.all_valid(s, now).items()}
+            # Only values whose seal verifies are used; refused rows are named in the audit.
+            loaded = refvalues.load(s, now, refstore.seal(self))
+            reference = {n: rv.value for n, rv in loaded.valid.items()}
             device_policy = self._device_policy(s)
         decision = appraise(self.engine, policy, input_doc, reference)
         submods = {"cpu0": _submod(decision, input_doc)}
@@ -346,6 +348,11 @@ class KeyBroker:
                         "trust_vector": dict(decision.trust_vector),
                         "reasons": [str(r) for r in decision.reasons],
                         "simulated": verified.simulated,
+                        # Where every reference value this decision used came from.
+                        "reference_values": refvalues.sources_used(
+                            loaded, [policy, device_policy] if devices else [policy]
+                        ),
+                        "reference_values_refused": dict(loaded.refused),
                     },
                 ),
                 _epoch(now),
@@ -605,29 +612,10 @@ class KeyBroker:
 
     # -- reference values (admin) ------------------------------------------------------------------
     def register_reference_values(self, body: object, *, admin: str) -> list[str]:
-        now = self.clock()
-        values = refvalues.parse_rvps_message(body, now=now, source=f"admin:{admin}")
-        with self.db.write() as s:
-            for rv in values:
-                refvalues.put(s, rv, now)
-            audit.append(
-                s,
-                AuditEvent(
-                    actor=admin,
-                    action="admin.reference_values",
-                    subject=",".join(rv.name for rv in values)[:500],
-                    decision="allow",
-                ),
-                _epoch(now),
-            )
-        return [rv.name for rv in values]
+        return refstore.register(self, body, admin=admin)
 
     def get_reference_value(self, name: str) -> dict[str, object]:
-        with self.db.read() as s:
-            rv = refvalues.get(s, name, self.clock())
-        if rv is None:
-            raise NotFoundError(f"reference value {name!r} does not exist or has expired")
-        return rv.to_rvps()
+        return refstore.get(self, name)
 
     # -- housekeeping ------------------------------------------------------------------------------
     def sweep_sessions(self) -> int:

@@ -32,6 +32,7 @@ app.add_typer(service.backup_app, name="backup")
 # -- feature command modules --
 from veritee.cli import keyring as keyring_cli  # noqa: E402
 from veritee.cli import measure as measure_cli  # noqa: E402
+from veritee.cli import tcb as tcb_cli  # noqa: E402
 from veritee.cli import tpm as tpm_cli  # noqa: E402
 from veritee.cli import verify_azure as azure_cli  # noqa: E402, F401
 from veritee.cli import verify_dcap  # noqa: E402, F401
@@ -40,6 +41,7 @@ from veritee.cli import verify_devices as devices_cli  # noqa: E402, F401
 app.add_typer(tpm_cli.eventlog_app, name="eventlog")
 app.add_typer(measure_cli.measure_app, name="measure")
 app.add_typer(keyring_cli.keyring_app, name="keyring")
+app.add_typer(tcb_cli.tcb_app, name="tcb")
 # -- end feature command modules --
 
 

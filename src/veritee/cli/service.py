@@ -15,7 +15,14 @@ import typer
 
 from veritee.cli import output
 from veritee.clock import utcnow
-from veritee.errors import AuthError, ConfigError, NotFoundError, RequestError, VeriteeError
+from veritee.errors import (
+    AuthError,
+    ConfigError,
+    NotFoundError,
+    PolicyDenied,
+    RequestError,
+    VeriteeError,
+)
 
 resource_app = typer.Typer(help="Manage secrets on a KBS (admin).", no_args_is_help=True)
 policy_app = typer.Typer(
@@ -251,24 +258,64 @@ def policy_get(
 def rv_add(
     kbs: KbsOpt,
     admin_key: AdminKeyOpt,
-    name: Annotated[str, typer.Argument(help="Reference value name, e.g. snp_launch_measurement")],
-    values: Annotated[list[str], typer.Argument(help="Values (JSON or plain strings).")],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Reference value name, e.g. snp_launch_measurement"),
+    ] = None,
+    values: Annotated[
+        list[str] | None, typer.Argument(help="Values (JSON or plain strings).")
+    ] = None,
+    computed_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="`veritee measure snp|tdx|tpm --json` output: register its reference values "
+            "(all, or NAME) with the digests of the artifacts they were computed from."
+        ),
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="Expiry, RFC 3339 (default: 12 months from now).")
+    ] = None,
 ) -> None:
-    """Register reference values (a list under one name)."""
-    parsed: list[object] = []
-    for v in values:
-        try:
-            parsed.append(json.loads(v))
-        except ValueError:
-            parsed.append(v)
-    payload = base64.b64encode(json.dumps({name: parsed}).encode()).decode()
+    """Register reference values (a list under one name), sealed with their provenance."""
+    from veritee.cli import rvtools
+
+    message: dict[str, object] = {"version": "0.1.0", "type": "sample"}
+    registered: dict[str, object]
+    if computed_from is not None:
+        if values:
+            raise ConfigError("with --computed-from the values come from the file")
+        registered, artifacts, tool = rvtools.computed_from(
+            rvtools.read_json(computed_from, "measurement"), computed_from
+        )
+        if name is not None:
+            if name not in registered:
+                raise ConfigError(
+                    f"{computed_from} has no {name!r}", hint="it has " + ", ".join(registered)
+                )
+            registered = {name: registered[name]}
+        message.update(artifacts=artifacts, tool=tool)
+    else:
+        if not name or not values:
+            raise ConfigError("give NAME and VALUES, or --computed-from FILE")
+        parsed: list[object] = []
+        for v in values:
+            try:
+                parsed.append(json.loads(v))
+            except ValueError:
+                parsed.append(v)
+        registered = {name: parsed}
+    if expires is not None:
+        message["expiration"] = expires
+    message["payload"] = base64.b64encode(json.dumps(registered).encode()).decode()
     _request(
         "POST",
         f"{kbs.rstrip('/')}/kbs/v0/reference-value",
-        json={"version": "0.1.0", "type": "sample", "payload": payload},
+        json=message,
         headers=_admin_headers(admin_key),
     )
-    output.out.print(f"[green]registered[/] {name} = {parsed}")
+    how = f" (computed from {computed_from})" if computed_from is not None else ""
+    for key, value in registered.items():
+        output.out.print(f"[green]registered[/] {key} = {value}{how}")
 
 
 @rv_app.command("get")
@@ -278,6 +325,156 @@ def rv_get(kbs: KbsOpt, admin_key: AdminKeyOpt, name: Annotated[str, typer.Argum
         "GET", f"{kbs.rstrip('/')}/kbs/v0/reference-value/{name}", headers=_admin_headers(admin_key)
     )
     output.print_json(r.json())
+
+
+@rv_app.command("list")
+def rv_list(
+    kbs: KbsOpt,
+    admin_key: AdminKeyOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Every stored value: values, expiry, provenance and whether its seal verifies."""
+    from veritee.cli import rvtools
+
+    r = _request(
+        "GET", f"{kbs.rstrip('/')}/kbs/v0/reference-values", headers=_admin_headers(admin_key)
+    )
+    records = r.json()
+    if json_out:
+        output.print_json(records)
+        return
+    output.out.print(rvtools.rv_table(records))
+    refused = [x["name"] for x in records if x.get("state") == "refused"]
+    if refused:
+        output.err.print(
+            f"[bold red]{len(refused)} value(s) refused[/] (never used in appraisals): "
+            + ", ".join(refused)
+        )
+
+
+@rv_app.command("import")
+def rv_import(
+    kbs: KbsOpt,
+    admin_key: AdminKeyOpt,
+    file: Annotated[Path, typer.Argument(help="DSSE envelope (JSON) with an in-toto statement.")],
+    name: Annotated[
+        str | None, typer.Option(help="SLSA provenance: the reference value its subjects are.")
+    ] = None,
+    digest_alg: Annotated[
+        str, typer.Option(help="SLSA provenance: subject digest to use (sha256|sha384|sha512).")
+    ] = "sha256",
+    expires: Annotated[
+        str | None, typer.Option(help="Expiry, RFC 3339 (default: 12 months from now).")
+    ] = None,
+) -> None:
+    """Upload a signed statement; the KBS accepts it only if a trusted builder key signed it."""
+    from veritee.cli import rvtools
+
+    body: dict[str, object] = {"envelope": rvtools.read_json(file, "statement"),
+                               "digest_alg": digest_alg}
+    if name is not None:
+        body["name"] = name
+    if expires is not None:
+        body["expiration"] = expires
+    r = _request(
+        "POST",
+        f"{kbs.rstrip('/')}/kbs/v0/reference-value/import",
+        json=body,
+        headers=_admin_headers(admin_key),
+    )
+    names = r.json().get("registered", [])
+    output.out.print(f"[green]imported[/] {', '.join(names)} from {file}")
+
+
+@rv_app.command("remove")
+def rv_remove(kbs: KbsOpt, admin_key: AdminKeyOpt, name: Annotated[str, typer.Argument()]) -> None:
+    """Delete one reference value (audited)."""
+    _request(
+        "DELETE",
+        f"{kbs.rstrip('/')}/kbs/v0/reference-value/{name}",
+        headers=_admin_headers(admin_key),
+    )
+    output.out.print(f"[green]removed[/] {name}")
+
+
+@policy_app.command("test")
+def policy_test(
+    policy: Annotated[Path, typer.Argument(help="Rego attestation policy file.")],
+    evidence: Annotated[
+        Path | None,
+        typer.Option(help="`veritee verify <tee> --json` output, a KBS policy input, decoded "
+                     "EAR claims, or claims JSON (with --tee)."),
+    ] = None,
+    claims: Annotated[
+        Path | None, typer.Option(help="Claims JSON (bare claims need --tee).")
+    ] = None,
+    rv: Annotated[
+        Path | None,
+        typer.Option("--rv", help="Reference values: JSON name -> values (or an RVPS sample "
+                     "message, or `veritee rv list --json` output)."),
+    ] = None,
+    tee: Annotated[
+        str | None, typer.Option(help="TEE of bare claims (snp, tdx, tpm, ...).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Evaluate an attestation policy offline: the decision, and on deny why (exit 5)."""
+    from veritee.appraisal.policy import PolicyEngine, RegoPolicy
+    from veritee.appraisal.policytest import (
+        policy_input,
+        reference_from,
+        run_policy_test,
+    )
+    from veritee.cli import rvtools
+
+    if (evidence is None) == (claims is None):
+        raise ConfigError("give exactly one of --evidence FILE or --claims FILE")
+    source = evidence if evidence is not None else claims
+    assert source is not None
+    try:
+        body = policy.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy {policy}: {exc.strerror}") from None
+    parsed = RegoPolicy.parse(policy.stem, body)
+    pinput = policy_input(rvtools.read_json(source, "evidence"), tee)
+    reference = (
+        reference_from(rvtools.read_json(rv, "reference values"), now=utcnow()) if rv else {}
+    )
+    result = run_policy_test(PolicyEngine(), parsed, pinput, reference)
+    if json_out:
+        output.print_json(result.to_json())
+    else:
+        rvtools.print_policy_result(result, policy)
+    if result.decision.status != "affirming":
+        raise PolicyDenied(
+            f"policy {policy.name} does not affirm this evidence (status {result.decision.status})"
+        )
+
+
+@policy_app.command("preset")
+def policy_preset(
+    name: Annotated[
+        str,
+        typer.Argument(help="allow-all-reference-values, dev or strict-production."),
+    ],
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Print a preset attestation policy (Rego), to review, test and set."""
+    import sys
+
+    from veritee.appraisal.builtin import preset
+
+    text = preset(name).body
+    if "not_for_production := true" in text:
+        output.err.print(
+            f"[bold white on red] {name}: DEVELOPMENT ONLY - NOT FOR PRODUCTION [/]"
+        )
+    if out is not None:
+        out.write_text(text)
+        output.err.print(f"[green]wrote[/] {out}")
+        return
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 # -- guest side ------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from veritee.appraisal.dsse import load_trusted_keys
+from veritee.broker import refstore
 from veritee.clock import utcnow
 from veritee.errors import (
     AuthError,
@@ -46,6 +48,8 @@ from veritee.server.openapi import spec
 log = logging.getLogger("veritee.server")
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
 COOKIE = "kbs-session-id"
+# PEM public keys of the builders whose signed reference-value statements are accepted.
+TRUSTED_BUILDERS_DIR = "trusted-builders"
 
 
 class KbsHttpError(Exception):
@@ -302,6 +306,38 @@ def build_app(service: Service) -> FastAPI:
     async def get_reference_value(request: Request, name: str) -> Response:
         admin(request)
         return JSONResponse(await run("admin", broker.get_reference_value, name))
+
+    @app.get(
+        "/kbs/v0/reference-values",
+        **spec(None, oa.RV_LIST, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
+    async def list_reference_values(request: Request) -> Response:
+        admin(request)
+        return JSONResponse(await run("admin", refstore.list_values, broker))
+
+    @app.delete(
+        "/kbs/v0/reference-value/{name}",
+        **spec(None, None, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
+    async def remove_reference_value(request: Request, name: str) -> Response:
+        who = admin(request)
+        await run("admin", refstore.remove, broker, name, admin=who)
+        return Response(status_code=200)
+
+    @app.post(
+        "/kbs/v0/reference-value/import",
+        **spec(oa.RV_IMPORT, oa.RV_REGISTERED, errors=oa.ADMIN_ERRORS, params=[oa.BEARER]),
+    )
+    async def import_reference_values(request: Request) -> Response:
+        who = admin(request)
+        body = await body_json(request)
+
+        def verify_and_store() -> list[str]:
+            # Read per request: trusting a new builder key needs no restart.
+            trusted = load_trusted_keys(config.data_dir / TRUSTED_BUILDERS_DIR)
+            return refstore.import_statement(broker, body, trusted, admin=who)
+
+        return JSONResponse({"registered": await run("admin", verify_and_store)})
 
     # -- public ---------------------------------------------------------------------------------
     @app.get("/.well-known/jwks.json", **spec(None, oa.JWKS, errors=()))

@@ -93,6 +93,46 @@ RV_RECORD = {
         "value": {},
     },
 }
+RV_STORED = {
+    "type": "object",
+    "required": ["name", "value", "state"],
+    "properties": {
+        "version": {"type": "string"},
+        "name": {"type": "string"},
+        "expiration": {"type": "string"},
+        "value": {},
+        "state": {"type": "string", "enum": ["valid", "expired", "refused"]},
+        "problem": {"type": "string"},
+        "source": {"type": "string"},
+        "provenance": {"type": "object"},
+    },
+}
+RV_LIST = {"type": "array", "items": RV_STORED}
+RV_IMPORT = {
+    "type": "object",
+    "required": ["envelope"],
+    "properties": {
+        "envelope": {
+            "type": "object",
+            "description": "DSSE envelope holding an in-toto Statement",
+            "required": ["payloadType", "payload", "signatures"],
+            "properties": {
+                "payloadType": {"type": "string", "example": "application/vnd.in-toto+json"},
+                "payload": {"type": "string", "description": "base64 statement"},
+                "signatures": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
+                    },
+                },
+            },
+        },
+        "name": {"type": "string", "description": "SLSA provenance: the value its subjects are"},
+        "digest_alg": {"type": "string", "enum": ["sha256", "sha384", "sha512"]},
+        "expiration": {"type": "string", "description": "RFC 3339 (default now + 12 months)"},
+    },
+}
 JWKS = {
     "type": "object",
     "required": ["keys"],

@@ -57,6 +57,10 @@ class ReferenceValueRow(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # Where the value came from (JSON) and the service's seal over name, value,
+    # expiry and provenance (migration 0002); rows without them are refused.
+    provenance_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditRow(Base):
