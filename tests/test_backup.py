@@ -47,7 +47,7 @@ def test_backup_restores_on_a_fresh_deployment(kbs: Kbs, tmp_path: Path,
     from veritee.store.models import ResourceRow
 
     with service.db.read() as s:
-        row = s.get(ResourceRow, "default/disk/key")
+        row = s.get(ResourceRow, ("default", "default/disk/key"))
         assert row is not None
         sealed = SealedSecret(row.kek_id, row.wrapped_dek, row.nonce, row.ciphertext)
     assert unseal(service.broker.keyring, sealed,

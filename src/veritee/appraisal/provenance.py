@@ -224,18 +224,23 @@ def _es256_valid(public_der: bytes, signing_input: bytes, raw: bytes) -> bool:
 class RowSeal:
     """Seals reference values with the EAR signer; checks seals against its public key."""
 
-    __slots__ = ("_public_der", "_signer", "kid")
+    __slots__ = ("_prefix", "_public_der", "_signer", "kid", "tenant")
 
-    def __init__(self, signer: TokenSigner) -> None:
+    def __init__(self, signer: TokenSigner, tenant: str = "default") -> None:
         self._signer = signer
         self.kid = signer.kid
+        # Seals of other tenants cover the tenant too: a row copied across tenants fails.
+        self.tenant = tenant
+        self._prefix = b"" if tenant == "default" else f"veritee-tenant:{tenant}\n".encode()
         self._public_der = signer.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
     def seal(self, payload: bytes) -> str:
         header = {"alg": "ES256", "typ": SEAL_TYP, "kid": self.kid}
-        header_b64, _, signature = self._signer.sign_compact(header, payload).split(".")
+        header_b64, _, signature = self._signer.sign_compact(header, self._prefix + payload).split(
+            "."
+        )
         return f"{header_b64}..{signature}"  # detached (RFC 7515 appendix F)
 
     def problem(self, payload: bytes, seal: str | None) -> str | None:
@@ -258,7 +263,7 @@ class RowSeal:
             return f"sealed by another key (kid {str(header.get('kid'))[:24]}), not this service's"
         if len(raw) != 64:
             return "seal signature is not 64 bytes"
-        signing_input = f"{parts[0]}.{_b64url(payload)}".encode("ascii")
+        signing_input = f"{parts[0]}.{_b64url(self._prefix + payload)}".encode("ascii")
         if not _es256_valid(self._public_der, signing_input, raw):
             return "seal does not verify: the row was altered after it was stored"
         return None
@@ -277,4 +282,3 @@ def signed_payload(
             "provenance": dict(provenance),
         }
     )
-

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from veritee.appraisal.policy import RegoPolicy
 from veritee.appraisal.provenance import Artifact, Provenance, RowSeal, signed_payload
 from veritee.errors import RequestError
-from veritee.store.models import ReferenceValueRow
+from veritee.store.models import DEFAULT_TENANT, ReferenceValueRow
 
 log = logging.getLogger("veritee.refvalues")
 
@@ -203,9 +203,9 @@ def put(session: Session, rv: ReferenceValue, now: dt.datetime, seal: RowSeal) -
     """Store (or replace) one value with its provenance, sealed."""
     if rv.provenance is None:
         raise RequestError(f"reference value {rv.name!r} has no provenance: refusing to store it")
-    row = session.get(ReferenceValueRow, rv.name)
+    row = session.get(ReferenceValueRow, (seal.tenant, rv.name))
     if row is None:
-        row = ReferenceValueRow(name=rv.name)
+        row = ReferenceValueRow(tenant=seal.tenant, name=rv.name)
         session.add(row)
     expires = _epoch(rv.expires_at)
     row.value_json = json.dumps(rv.value)
@@ -216,8 +216,12 @@ def put(session: Session, rv: ReferenceValue, now: dt.datetime, seal: RowSeal) -
     row.signature = seal.seal(replace(rv, expires_at=_at(expires)).payload())
 
 
-def remove(session: Session, name: str) -> bool:
-    result = session.execute(delete(ReferenceValueRow).where(ReferenceValueRow.name == name))
+def remove(session: Session, name: str, tenant: str = DEFAULT_TENANT) -> bool:
+    result = session.execute(
+        delete(ReferenceValueRow).where(
+            ReferenceValueRow.tenant == tenant, ReferenceValueRow.name == name
+        )
+    )
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -258,7 +262,9 @@ def _read(row: ReferenceValueRow, now: dt.datetime, seal: RowSeal) -> StoredValu
 def load(session: Session, now: dt.datetime, seal: RowSeal) -> LoadedValues:
     """Unexpired values whose seal verifies; refused rows are logged and reported."""
     rows = session.execute(
-        select(ReferenceValueRow).where(ReferenceValueRow.expires_at > _epoch(now))
+        select(ReferenceValueRow).where(
+            ReferenceValueRow.tenant == seal.tenant, ReferenceValueRow.expires_at > _epoch(now)
+        )
     ).scalars()
     valid: dict[str, ReferenceValue] = {}
     refused: dict[str, str] = {}
@@ -284,12 +290,16 @@ def get(session: Session, name: str, now: dt.datetime, seal: RowSeal) -> Referen
 
 def inspect(session: Session, name: str, now: dt.datetime, seal: RowSeal) -> StoredValue | None:
     """One row as stored, with its state (for admins: shows refused and expired rows too)."""
-    row = session.get(ReferenceValueRow, name)
+    row = session.get(ReferenceValueRow, (seal.tenant, name))
     return None if row is None else _read(row, now, seal)
 
 
 def list_all(session: Session, now: dt.datetime, seal: RowSeal) -> list[StoredValue]:
-    rows = session.execute(select(ReferenceValueRow).order_by(ReferenceValueRow.name)).scalars()
+    rows = session.execute(
+        select(ReferenceValueRow)
+        .where(ReferenceValueRow.tenant == seal.tenant)
+        .order_by(ReferenceValueRow.name)
+    ).scalars()
     return [_read(r, now, seal) for r in rows]
 
 

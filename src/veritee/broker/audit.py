@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from veritee.jcs import canonicalize
 from veritee.store.db import Database
-from veritee.store.models import AuditRow
+from veritee.store.models import DEFAULT_TENANT, AuditRow
 
 GENESIS = "0" * 64
 
@@ -33,6 +34,7 @@ class AuditEvent:
     policy_hash: str = ""
     decision: str = ""  # allow | deny | error
     detail: Mapping[str, object] | None = None
+    tenant: str = DEFAULT_TENANT  # each tenant has its own chain
 
 
 def _record_hash(prev_hash: str, fields: Mapping[str, object]) -> str:
@@ -40,6 +42,13 @@ def _record_hash(prev_hash: str, fields: Mapping[str, object]) -> str:
 
 
 def _fields(row: AuditRow) -> dict[str, object]:
+    fields = _common_fields(row)
+    if row.tenant != DEFAULT_TENANT:
+        fields["tenant"] = row.tenant  # first-party chains hash exactly as before tenants
+    return fields
+
+
+def _common_fields(row: AuditRow) -> dict[str, object]:
     return {
         "seq": row.seq,
         "ts": row.ts,
@@ -67,11 +76,18 @@ def append(session: Session, event: AuditEvent, now: int) -> AuditRow:
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).scalar()
+        key = _PG_AUDIT_LOCK ^ zlib.crc32(event.tenant.encode())
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    last = session.execute(
+        select(AuditRow)
+        .where(AuditRow.tenant == event.tenant)
+        .order_by(AuditRow.seq.desc())
+        .limit(1)
+    ).scalar()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
     row = AuditRow(
+        tenant=event.tenant,
         seq=seq,
         ts=now,
         actor=event.actor,
@@ -108,13 +124,25 @@ class ChainReport:
         return self.first_broken is None
 
 
-def iter_rows(db: Database, batch: int = 1000) -> Iterator[AuditRow]:
+def tenants(db: Database) -> list[str]:
+    """Every tenant that has an audit chain."""
+    with db.read() as session:
+        found = session.execute(select(AuditRow.tenant).distinct()).scalars()
+        return sorted(set(found))
+
+
+def iter_rows(
+    db: Database, batch: int = 1000, tenant: str = DEFAULT_TENANT
+) -> Iterator[AuditRow]:
     last = 0
     while True:
         with db.read() as session:
             rows = list(
                 session.execute(
-                    select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq).limit(batch)
+                    select(AuditRow)
+                    .where(AuditRow.tenant == tenant, AuditRow.seq > last)
+                    .order_by(AuditRow.seq)
+                    .limit(batch)
                 ).scalars()
             )
         if not rows:
@@ -123,12 +151,12 @@ def iter_rows(db: Database, batch: int = 1000) -> Iterator[AuditRow]:
         last = rows[-1].seq
 
 
-def verify_chain(db: Database) -> ChainReport:
+def verify_chain(db: Database, tenant: str = DEFAULT_TENANT) -> ChainReport:
     """Walk the chain; name the first record whose link or content does not verify."""
     prev = GENESIS
     expected_seq = 1
     count = 0
-    for row in iter_rows(db):
+    for row in iter_rows(db, tenant=tenant):
         count += 1
         if row.seq != expected_seq:
             return ChainReport(count, expected_seq, f"record {expected_seq} is missing")

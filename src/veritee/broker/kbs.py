@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -70,7 +71,7 @@ from veritee.errors import (
     VeriteeError,
 )
 from veritee.store.db import Database
-from veritee.store.models import PolicyRow, ResourceRow, SessionRow
+from veritee.store.models import DEFAULT_TENANT, PolicyRow, ResourceRow, SessionRow
 from veritee.tee.snp.gather import CertPool, load_directory
 
 log = logging.getLogger("veritee.kbs")
@@ -143,8 +144,11 @@ class ResourcePath:
     def __str__(self) -> str:
         return f"{self.repository}/{self.type}/{self.tag}"
 
-    def aad(self) -> bytes:
-        return f"veritee-resource:{self}".encode()
+    def aad(self, tenant: str = DEFAULT_TENANT) -> bytes:
+        """Associated data binding a sealed secret to its place (and owner)."""
+        if tenant == DEFAULT_TENANT:
+            return f"veritee-resource:{self}".encode()  # unchanged for first-party rows
+        return f"veritee-resource:{tenant}:{self}".encode()
 
 
 def _epoch(t: dt.datetime) -> int:
@@ -174,6 +178,17 @@ class KeyBroker:
     settings: BrokerSettings = field(default_factory=BrokerSettings)
     clock: Callable[[], dt.datetime] = utcnow
     engine: PolicyEngine = field(default_factory=PolicyEngine)
+    tenant: str = DEFAULT_TENANT
+
+    def _issuer(self) -> str:
+        base = self.settings.issuer
+        return base if self.tenant == DEFAULT_TENANT else f"{base}/t/{self.tenant}"
+
+    def for_tenant(self, tenant: str) -> KeyBroker:
+        """The same service seen by another tenant: every query is scoped to it."""
+        other = copy.copy(self)
+        other.tenant = tenant
+        return other
 
     def __post_init__(self) -> None:
         certs: list[Any] = []
@@ -209,6 +224,7 @@ class KeyBroker:
             s.add(
                 SessionRow(
                     id=session_id,
+                    tenant=self.tenant,
                     tee=str(tee),
                     nonce=nonce,
                     hash_alg=alg.value,
@@ -229,7 +245,7 @@ class KeyBroker:
         now = _epoch(self.clock())
         with self.db.read() as s:
             row = s.get(SessionRow, session_id)
-        if row is None:
+        if row is None or row.tenant != self.tenant:
             raise AuthError("unknown session: call /auth again")
         if row.expires_at <= now:
             raise AuthError("session expired: call /auth again")
@@ -320,7 +336,7 @@ class KeyBroker:
             submods,
             now=now,
             ttl=self.settings.token_ttl,
-            issuer=self.settings.issuer,
+            issuer=self._issuer(),
             verifier_build=f"veritee {_version()}",
         )
         with self.db.write() as s:
@@ -338,6 +354,7 @@ class KeyBroker:
             audit.append(
                 s,
                 AuditEvent(
+                    tenant=self.tenant,
                     actor=f"session:{session.id}",
                     action="attest",
                     tee=session.tee,
@@ -424,7 +441,8 @@ class KeyBroker:
             if not session.token:
                 raise AuthError("session is not attested: call /attest first")
             token = session.token
-        return verify_ear(token, [self.signer.public_jwk()], now=now)
+        # The issuer names the tenant: a token of one tenant is refused by every other.
+        return verify_ear(token, [self.signer.public_jwk()], now=now, issuer=self._issuer())
 
     def get_resource(
         self, path_parts: list[str], *, session_id: str | None, bearer: str | None
@@ -445,7 +463,7 @@ class KeyBroker:
             tee_key = TeePublicKey.from_jwk(jwk)
             now = self.clock()
             with self.db.write() as s:
-                row = s.get(ResourceRow, str(path))
+                row = s.get(ResourceRow, (self.tenant, str(path)))
                 if row is None:
                     raise NotFoundError(f"resource {path} does not exist")
                 sealed = SealedSecret(
@@ -454,12 +472,13 @@ class KeyBroker:
                     nonce=row.nonce,
                     ciphertext=row.ciphertext,
                 )
-                secret = unseal(self.keyring, sealed, path.aad())
+                secret = unseal(self.keyring, sealed, path.aad(self.tenant))
                 jwe = encrypt_for(tee_key, secret)
                 del secret
                 audit.append(
                     s,
                     AuditEvent(
+                        tenant=self.tenant,
                         actor=actor,
                         action="release",
                         tee=_first_tee(claims),
@@ -480,7 +499,7 @@ class KeyBroker:
         self, claims: Mapping[str, object], path: ResourcePath
     ) -> ResourceDecision:
         with self.db.read() as s:
-            row = s.get(PolicyRow, ("resource", RESOURCE_POLICY_ID))
+            row = s.get(PolicyRow, (self.tenant, "resource", RESOURCE_POLICY_ID))
         policy = (
             RegoPolicy.parse(RESOURCE_POLICY_ID, row.body) if row else default_resource_policy()
         )
@@ -506,14 +525,14 @@ class KeyBroker:
 
     # -- policies ----------------------------------------------------------------------------
     def _device_policy(self, s: Any) -> RegoPolicy:
-        row = s.get(PolicyRow, ("attestation", DEFAULT_DEVICE_POLICY_ID))
+        row = s.get(PolicyRow, (self.tenant, "attestation", DEFAULT_DEVICE_POLICY_ID))
         if row is not None:
             return RegoPolicy.parse(row.policy_id, row.body)
         return default_device_policy()
 
     def _attestation_policy(self, s: Any) -> RegoPolicy:
         for pid in (DEFAULT_ATTESTATION_POLICY_ID, "default"):
-            row = s.get(PolicyRow, ("attestation", pid))
+            row = s.get(PolicyRow, (self.tenant, "attestation", pid))
             if row is not None:
                 return RegoPolicy.parse(row.policy_id, row.body)
         return default_attestation_policy()
@@ -539,9 +558,9 @@ class KeyBroker:
     def _store_policy(self, kind: str, policy: RegoPolicy, admin: str) -> None:
         now = self.clock()
         with self.db.write() as s:
-            row = s.get(PolicyRow, (kind, policy.policy_id))
+            row = s.get(PolicyRow, (self.tenant, kind, policy.policy_id))
             if row is None:
-                row = PolicyRow(kind=kind, policy_id=policy.policy_id)
+                row = PolicyRow(tenant=self.tenant, kind=kind, policy_id=policy.policy_id)
                 s.add(row)
             row.body = policy.body
             row.sha384 = policy.sha384
@@ -549,6 +568,7 @@ class KeyBroker:
             audit.append(
                 s,
                 AuditEvent(
+                    tenant=self.tenant,
                     actor=admin,
                     action=f"admin.set_{kind}_policy",
                     subject=policy.policy_id,
@@ -560,7 +580,11 @@ class KeyBroker:
 
     def get_policies(self, kind: str) -> list[dict[str, str]]:
         with self.db.read() as s:
-            rows = list(s.execute(select(PolicyRow).where(PolicyRow.kind == kind)).scalars())
+            rows = list(
+                s.execute(
+                    select(PolicyRow).where(PolicyRow.tenant == self.tenant, PolicyRow.kind == kind)
+                ).scalars()
+            )
         if kind == "resource" and not rows:
             builtin = default_resource_policy()
             return [_policy_json(builtin.policy_id, builtin.body, builtin.sha384, "builtin")]
@@ -571,12 +595,12 @@ class KeyBroker:
         path = ResourcePath.parse(path_parts)
         if len(data) > MAX_RESOURCE_BYTES:
             raise RequestError(f"resource larger than {MAX_RESOURCE_BYTES} bytes")
-        sealed = seal(self.keyring, data, path.aad())
+        sealed = seal(self.keyring, data, path.aad(self.tenant))
         now = self.clock()
         with self.db.write() as s:
-            row = s.get(ResourceRow, str(path))
+            row = s.get(ResourceRow, (self.tenant, str(path)))
             if row is None:
-                row = ResourceRow(path=str(path))
+                row = ResourceRow(tenant=self.tenant, path=str(path))
                 s.add(row)
             row.kek_id = sealed.kek_id
             row.wrapped_dek = sealed.wrapped_dek
@@ -586,6 +610,7 @@ class KeyBroker:
             audit.append(
                 s,
                 AuditEvent(
+                    tenant=self.tenant,
                     actor=admin,
                     action="admin.put_resource",
                     subject=str(path),
@@ -599,13 +624,21 @@ class KeyBroker:
         path = ResourcePath.parse(path_parts)
         now = self.clock()
         with self.db.write() as s:
-            result = s.execute(delete(ResourceRow).where(ResourceRow.path == str(path)))
+            result = s.execute(
+                delete(ResourceRow).where(
+                    ResourceRow.tenant == self.tenant, ResourceRow.path == str(path)
+                )
+            )
             if not getattr(result, "rowcount", 0):
                 raise NotFoundError(f"resource {path} does not exist")
             audit.append(
                 s,
                 AuditEvent(
-                    actor=admin, action="admin.delete_resource", subject=str(path), decision="allow"
+                    tenant=self.tenant,
+                    actor=admin,
+                    action="admin.delete_resource",
+                    subject=str(path),
+                    decision="allow",
                 ),
                 _epoch(now),
             )
@@ -633,6 +666,7 @@ class KeyBroker:
             audit.record(
                 self.db,
                 AuditEvent(
+                    tenant=self.tenant,
                     actor=actor,
                     action=action,
                     tee=tee,

@@ -31,7 +31,7 @@ _DIGEST_ALGS = ("sha256", "sha384", "sha512")
 
 
 def seal(broker: KeyBroker) -> RowSeal:
-    return RowSeal(broker.signer)
+    return RowSeal(broker.signer, tenant=broker.tenant)
 
 
 def _epoch(t: dt.datetime) -> int:
@@ -56,6 +56,7 @@ def _store(
         audit.append(
             s,
             AuditEvent(
+                tenant=broker.tenant,
                 actor=admin,
                 action=action,
                 subject=",".join(rv.name for rv in values)[:500],
@@ -98,9 +99,7 @@ def import_statement(
         if digest_alg not in _DIGEST_ALGS:
             raise RequestError(f"digest_alg must be one of {', '.join(_DIGEST_ALGS)}")
         expiration = body.get("expiration")
-        expires_at = (
-            None if expiration is None else refvalues.parse_expiration(expiration, now=now)
-        )
+        expires_at = None if expiration is None else refvalues.parse_expiration(expiration, now=now)
         verified = verify_envelope(envelope, trusted)
         values = reference_values_from(
             verified,
@@ -134,6 +133,7 @@ def _audit_refusal(broker: KeyBroker, admin: str, exc: VeriteeError, now: dt.dat
         audit.record(
             broker.db,
             AuditEvent(
+                tenant=broker.tenant,
                 actor=admin,
                 action="admin.import_reference_values",
                 decision="deny",
@@ -172,11 +172,12 @@ def remove(broker: KeyBroker, name: str, *, admin: str) -> None:
         stored = refvalues.inspect(s, name, now, seal(broker))
         if stored is None:
             raise NotFoundError(f"reference value {name!r} does not exist")
-        refvalues.remove(s, name)
+        refvalues.remove(s, name, broker.tenant)
         prov = stored.value.provenance
         audit.append(
             s,
             AuditEvent(
+                tenant=broker.tenant,
                 actor=admin,
                 action="admin.remove_reference_value",
                 subject=name[:500],

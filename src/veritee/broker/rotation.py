@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, func, select, tuple_, update
 
 from veritee.broker import audit
 from veritee.broker.audit import AuditEvent
@@ -32,7 +32,7 @@ from veritee.broker.keyring import Keyring, MultiKeyring, rewrap_dek
 from veritee.clock import utcnow
 from veritee.errors import ConfigError, VeriteeError
 from veritee.store.db import Database
-from veritee.store.models import ResourceRow
+from veritee.store.models import DEFAULT_TENANT, ResourceRow
 
 __all__ = ["DEFAULT_BATCH", "RotationStalled", "kek_inventory", "rotate_kek"]
 
@@ -63,6 +63,7 @@ class _Pending:
     path: str
     kek_id: str
     wrapped_dek: bytes
+    tenant: str = DEFAULT_TENANT
 
 
 def kek_inventory(db: Database) -> dict[str, int]:
@@ -80,9 +81,9 @@ def _held_ids(keyring: Keyring) -> tuple[str, ...]:
     return (keyring.kek_id,)
 
 
-def _aad(path: str) -> bytes:
+def _aad(path: str, tenant: str = DEFAULT_TENANT) -> bytes:
     # The same AAD the broker sealed the secret with (KeyBroker.put_resource).
-    return ResourcePath.parse(path.split("/")).aad()
+    return ResourcePath.parse(path.split("/")).aad(tenant)
 
 
 def rotate_kek(
@@ -171,25 +172,36 @@ def _one_pass(
     are left to the next pass.
     """
     target = new.kek_id
-    after = ""
+    after = ("", "")  # (tenant, path): resources are keyed per tenant
     while budget > 0:
         with db.read() as s:
             batch = [
-                _Pending(path, kek_id, wrapped)
-                for path, kek_id, wrapped in s.execute(
-                    select(ResourceRow.path, ResourceRow.kek_id, ResourceRow.wrapped_dek)
-                    .where(ResourceRow.kek_id != target, ResourceRow.path > after)
-                    .order_by(ResourceRow.path)
+                _Pending(path, kek_id, wrapped, tenant)
+                for tenant, path, kek_id, wrapped in s.execute(
+                    select(
+                        ResourceRow.tenant,
+                        ResourceRow.path,
+                        ResourceRow.kek_id,
+                        ResourceRow.wrapped_dek,
+                    )
+                    .where(
+                        ResourceRow.kek_id != target,
+                        tuple_(ResourceRow.tenant, ResourceRow.path) > tuple_(*after),
+                    )
+                    .order_by(ResourceRow.tenant, ResourceRow.path)
                     .limit(min(batch_size, budget))
                 )
             ]
         if not batch:
             return
         budget -= len(batch)
-        after = batch[-1].path
+        after = (batch[-1].tenant, batch[-1].path)
         # HSM work happens before the write transaction opens: it holds no lock.
         rewrapped = {
-            p.path: rewrap_dek(p.kek_id, p.wrapped_dek, old, new, _aad(p.path)) for p in batch
+            (p.tenant, p.path): rewrap_dek(
+                p.kek_id, p.wrapped_dek, old, new, _aad(p.path, p.tenant)
+            )
+            for p in batch
         }
         changed = 0
         with db.write() as s:
@@ -197,11 +209,12 @@ def _one_pass(
                 result = s.execute(
                     update(ResourceRow)
                     .where(
+                        ResourceRow.tenant == p.tenant,
                         ResourceRow.path == p.path,
                         ResourceRow.kek_id == p.kek_id,
                         ResourceRow.wrapped_dek == p.wrapped_dek,
                     )
-                    .values(kek_id=target, wrapped_dek=rewrapped[p.path])
+                    .values(kek_id=target, wrapped_dek=rewrapped[(p.tenant, p.path)])
                     .execution_options(synchronize_session=False)
                 )
                 assert isinstance(result, CursorResult)

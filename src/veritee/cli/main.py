@@ -8,6 +8,7 @@ import typer
 
 from veritee import __version__
 from veritee.cli import output, service, sim, verify
+from veritee.cli import tenants as tenants_cli
 from veritee.errors import VeriteeError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(service.policy_app, name="policy")
 app.add_typer(service.rv_app, name="rv")
 app.add_typer(service.audit_app, name="audit")
 app.add_typer(service.backup_app, name="backup")
+app.add_typer(tenants_cli.tenant_app, name="tenant")
 
 # Feature modules register their commands on import (e.g. ``@verify.app.command("tdx")``).
 # One import line per module, kept sorted.

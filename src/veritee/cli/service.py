@@ -534,17 +534,23 @@ def attest(
 def audit_verify(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
 ) -> None:
-    """Check the hash chain of the audit log; name the first broken record."""
-    from veritee.broker.audit import verify_chain
+    """Check the hash chain of every tenant's audit log; name the first broken record."""
+    from veritee.broker.audit import tenants, verify_chain
     from veritee.server.config import ServiceConfig
     from veritee.store.db import Database
 
     db = Database(ServiceConfig.load(data_dir).db_url)
-    report = verify_chain(db)
-    if report.ok:
-        output.out.print(f"[green]audit chain intact[/]: {report.records} records")
-        return
-    raise _AuditBroken(f"audit chain broken at record {report.first_broken}: {report.reason}")
+    broken = []
+    for tenant in tenants(db) or ["default"]:
+        report = verify_chain(db, tenant)
+        label = "" if tenant == "default" else f" (tenant {tenant})"
+        if report.ok:
+            output.out.print(f"[green]audit chain intact[/]{label}: {report.records} records")
+        else:
+            broken.append(f"audit chain{label} broken at record {report.first_broken}: "
+                          f"{report.reason}")
+    if broken:
+        raise _AuditBroken("; ".join(broken))
 
 
 @audit_app.command("show")

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veritee.appraisal.dsse import load_trusted_keys
 from veritee.broker import refstore
+from veritee.broker.kbs import KeyBroker
 from veritee.clock import utcnow
 from veritee.errors import (
     AuthError,
@@ -39,11 +40,14 @@ from veritee.errors import (
     VeriteeError,
 )
 from veritee.server import openapi as oa
+from veritee.server import tenants
 from veritee.server.admin_auth import verify_admin_token
 from veritee.server.bootstrap import Service, open_service
 from veritee.server.config import ServiceConfig
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
 from veritee.server.openapi import spec
+from veritee.server.tenants import TenantPaths, tenant_of
+from veritee.store.models import DEFAULT_TENANT
 
 log = logging.getLogger("veritee.server")
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
@@ -97,6 +101,14 @@ def create_app(config: ServiceConfig, *, trust_simulator: bool | None = None) ->
 def build_app(service: Service) -> FastAPI:
     config = service.config
     broker = service.broker
+    hosted = tenants.discover(config.data_dir)
+    brokers = {DEFAULT_TENANT: broker, **{t: broker.for_tenant(t) for t in hosted}}
+    admin_keys = {DEFAULT_TENANT: service.admin_keys, **hosted}
+
+    def tb(request: Request) -> KeyBroker:
+        """The broker of the tenant this request is addressed to."""
+        return brokers[tenant_of(request.state)]
+
     strict = config.strict_status_codes
     app = FastAPI(
         title="veritee",
@@ -121,6 +133,8 @@ def build_app(service: Service) -> FastAPI:
         limiter=RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
         limited_routes=frozenset({"/kbs/v0/auth", "/kbs/v0/attest"}),
     )
+    if hosted:
+        app.add_middleware(TenantPaths, tenants=frozenset(hosted))
     if config.insecure_allow_all:
         log.warning("ADMIN AUTHENTICATION IS OFF (insecure_allow_all): anyone can change secrets")
     if broker.settings.trust_simulator:
@@ -144,10 +158,14 @@ def build_app(service: Service) -> FastAPI:
                 401, "AdminAuthAccess", "admin token required (Authorization: Bearer)"
             )
         try:
-            identity = verify_admin_token(token.strip(), list(service.admin_keys), now=utcnow())
+            identity = verify_admin_token(
+                token.strip(), list(admin_keys[tenant_of(request.state)]), now=utcnow()
+            )
         except VeriteeError as exc:
             raise KbsHttpError(401, "AdminAuthAccess", str(exc)) from None
-        return f"admin:{identity.subject}"
+        tenant = tenant_of(request.state)
+        prefix = "" if tenant == DEFAULT_TENANT else f"{tenant}:"
+        return f"admin:{prefix}{identity.subject}"
 
     @app.exception_handler(KbsHttpError)
     async def _kbs_error(_: Request, exc: KbsHttpError) -> JSONResponse:
@@ -187,7 +205,7 @@ def build_app(service: Service) -> FastAPI:
     @app.post("/kbs/v0/auth", **spec(oa.AUTH_REQUEST, oa.CHALLENGE, errors=oa.GUEST_ERRORS))
     async def auth(request: Request) -> Response:
         body = await body_json(request)
-        challenge = await run("attest", broker.auth, body)
+        challenge = await run("attest", tb(request).auth, body)
         response = JSONResponse(challenge.body)
         _set_cookie(response, challenge.session_id, challenge.expires_at)
         return response
@@ -200,7 +218,7 @@ def build_app(service: Service) -> FastAPI:
         body = await body_json(request)
         session_id = request.cookies.get(COOKIE)
         try:
-            result = await run("attest", broker.attest, session_id, body)
+            result = await run("attest", tb(request).attest, session_id, body)
         except KbsHttpError:
             metrics.attestations.labels("unknown", "refused").inc()
             raise
@@ -223,7 +241,7 @@ def build_app(service: Service) -> FastAPI:
         try:
             jwe = await run(
                 "resource",
-                broker.get_resource,
+                tb(request).get_resource,
                 [repository, rtype, tag],
                 session_id=request.cookies.get(COOKIE),
                 bearer=bearer,
@@ -242,7 +260,7 @@ def build_app(service: Service) -> FastAPI:
     async def put_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         who = admin(request)
         data = await _body(request, config.max_body_bytes)
-        await run("admin", broker.put_resource, [repository, rtype, tag], data, admin=who)
+        await run("admin", tb(request).put_resource, [repository, rtype, tag], data, admin=who)
         return Response(status_code=200)
 
     @app.delete(
@@ -251,7 +269,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def delete_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
         who = admin(request)
-        await run("admin", broker.delete_resource, [repository, rtype, tag], admin=who)
+        await run("admin", tb(request).delete_resource, [repository, rtype, tag], admin=who)
         return Response(status_code=200)
 
     @app.post(
@@ -260,7 +278,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def set_attestation_policy(request: Request) -> Response:
         who = admin(request)
-        await run("admin", broker.set_attestation_policy, await body_json(request), admin=who)
+        await run("admin", tb(request).set_attestation_policy, await body_json(request), admin=who)
         return Response(status_code=200)
 
     @app.get(
@@ -269,7 +287,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def get_attestation_policy(request: Request) -> Response:
         admin(request)
-        return JSONResponse(await run("admin", broker.get_policies, "attestation"))
+        return JSONResponse(await run("admin", tb(request).get_policies, "attestation"))
 
     @app.post(
         "/kbs/v0/resource-policy",
@@ -277,7 +295,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def set_resource_policy(request: Request) -> Response:
         who = admin(request)
-        await run("admin", broker.set_resource_policy, await body_json(request), admin=who)
+        await run("admin", tb(request).set_resource_policy, await body_json(request), admin=who)
         return Response(status_code=200)
 
     @app.get(
@@ -286,7 +304,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def get_resource_policy(request: Request) -> Response:
         admin(request)
-        return JSONResponse(await run("admin", broker.get_policies, "resource"))
+        return JSONResponse(await run("admin", tb(request).get_policies, "resource"))
 
     @app.post(
         "/kbs/v0/reference-value",
@@ -295,7 +313,7 @@ def build_app(service: Service) -> FastAPI:
     async def register_reference_value(request: Request) -> Response:
         who = admin(request)
         names = await run(
-            "admin", broker.register_reference_values, await body_json(request), admin=who
+            "admin", tb(request).register_reference_values, await body_json(request), admin=who
         )
         return JSONResponse({"registered": names})
 
@@ -305,7 +323,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def get_reference_value(request: Request, name: str) -> Response:
         admin(request)
-        return JSONResponse(await run("admin", broker.get_reference_value, name))
+        return JSONResponse(await run("admin", tb(request).get_reference_value, name))
 
     @app.get(
         "/kbs/v0/reference-values",
@@ -313,7 +331,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def list_reference_values(request: Request) -> Response:
         admin(request)
-        return JSONResponse(await run("admin", refstore.list_values, broker))
+        return JSONResponse(await run("admin", refstore.list_values, tb(request)))
 
     @app.delete(
         "/kbs/v0/reference-value/{name}",
@@ -321,7 +339,7 @@ def build_app(service: Service) -> FastAPI:
     )
     async def remove_reference_value(request: Request, name: str) -> Response:
         who = admin(request)
-        await run("admin", refstore.remove, broker, name, admin=who)
+        await run("admin", refstore.remove, tb(request), name, admin=who)
         return Response(status_code=200)
 
     @app.post(
@@ -332,10 +350,18 @@ def build_app(service: Service) -> FastAPI:
         who = admin(request)
         body = await body_json(request)
 
+        tenant = tenant_of(request.state)
+        home = (
+            config.data_dir
+            if tenant == DEFAULT_TENANT
+            else (config.data_dir / tenants.TENANTS_DIR / tenant)
+        )
+
         def verify_and_store() -> list[str]:
-            # Read per request: trusting a new builder key needs no restart.
-            trusted = load_trusted_keys(config.data_dir / TRUSTED_BUILDERS_DIR)
-            return refstore.import_statement(broker, body, trusted, admin=who)
+            # Read per request: trusting a new builder key needs no restart. Each
+            # tenant trusts its own builders.
+            trusted = load_trusted_keys(home / TRUSTED_BUILDERS_DIR)
+            return refstore.import_statement(tb(request), body, trusted, admin=who)
 
         return JSONResponse({"registered": await run("admin", verify_and_store)})
 

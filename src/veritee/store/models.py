@@ -5,6 +5,9 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# First-party mode is one implicit tenant; a hosted deployment adds others.
+DEFAULT_TENANT = "default"
+
 
 class Base(DeclarativeBase):
     pass
@@ -16,6 +19,7 @@ class SessionRow(Base):
     __tablename__ = "kbs_sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_TENANT, index=True)
     tee: Mapped[str] = mapped_column(String(32))
     nonce: Mapped[str] = mapped_column(String(128))
     hash_alg: Mapped[str] = mapped_column(String(16))
@@ -31,6 +35,7 @@ class ResourceRow(Base):
 
     __tablename__ = "resources"
 
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, server_default=DEFAULT_TENANT)
     path: Mapped[str] = mapped_column(String(512), primary_key=True)
     kek_id: Mapped[str] = mapped_column(String(64))
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
@@ -42,6 +47,7 @@ class ResourceRow(Base):
 class PolicyRow(Base):
     __tablename__ = "policies"
 
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, server_default=DEFAULT_TENANT)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # attestation | resource
     policy_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     body: Mapped[str] = mapped_column(Text)
@@ -52,6 +58,7 @@ class PolicyRow(Base):
 class ReferenceValueRow(Base):
     __tablename__ = "reference_values"
 
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, server_default=DEFAULT_TENANT)
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     value_json: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[int] = mapped_column(BigInteger)
@@ -68,6 +75,7 @@ class AuditRow(Base):
 
     __tablename__ = "audit_log"
 
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, server_default=DEFAULT_TENANT)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[int] = mapped_column(BigInteger)
     actor: Mapped[str] = mapped_column(String(256))
