@@ -29,7 +29,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,6 +54,7 @@ __all__ = [
     "EAR_PROFILE",
     "TEE_PUBKEY_PATHS",
     "Extension",
+    "Signer",
     "Status",
     "Submod",
     "TokenSigner",
@@ -256,8 +257,34 @@ def _p256_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     }
 
 
+class Signer(Protocol):
+    """What signs EAR tokens (and reference-value seals): an ES256 key, wherever it is held.
+
+    :class:`TokenSigner` holds the key in memory; an HSM-backed signer
+    (``veritee.broker.signer_pkcs11``) keeps it in the token.
+    """
+
+    @property
+    def kid(self) -> str:
+        """RFC 7638 thumbprint of the public key."""
+        ...
+
+    def public_key(self) -> ec.EllipticCurvePublicKey: ...
+
+    def public_jwk(self) -> dict[str, str]: ...
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]: ...
+
+    def sign_compact(self, header: Mapping[str, object], payload: bytes) -> str: ...
+
+
 class TokenSigner:
-    """The ES256 key that signs EAR tokens; its ``kid`` is the RFC 7638 thumbprint."""
+    """The ES256 key that signs EAR tokens; its ``kid`` is the RFC 7638 thumbprint.
+
+    This class holds the private key in memory. Subclasses that keep it elsewhere
+    (an HSM) call :meth:`_set_public` instead of this ``__init__`` and override
+    :meth:`public_key`, :meth:`_sign_raw` and :meth:`save_pem`.
+    """
 
     __slots__ = ("_key", "_public_jwk", "kid")
 
@@ -267,7 +294,12 @@ class TokenSigner:
         ):
             raise ConfigError("the EAR signing key must be an EC P-256 key (ES256)")
         self._key = private_key
-        jwk = _p256_jwk(private_key.public_key())
+        self._set_public(private_key.public_key())
+
+    def _set_public(self, public_key: ec.EllipticCurvePublicKey) -> None:
+        if not isinstance(public_key.curve, ec.SECP256R1):
+            raise ConfigError("the EAR signing key must be an EC P-256 key (ES256)")
+        jwk = _p256_jwk(public_key)
         self.kid: str = ec_thumbprint(jwk["crv"], jwk["x"], jwk["y"])
         self._public_jwk = {**jwk, "alg": _ALG, "kid": self.kid}
 
@@ -320,10 +352,16 @@ class TokenSigner:
             raise ValueError("TokenSigner signs ES256 only")
         header_b64 = _b64url(json.dumps(header, separators=(",", ":")).encode("utf-8"))
         signing_input = f"{header_b64}.{_b64url(payload)}"
-        der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        raw = r.to_bytes(_COORD_BYTES, "big") + s.to_bytes(_COORD_BYTES, "big")
+        raw = self._sign_raw(signing_input.encode("ascii"))
+        if len(raw) != _SIGNATURE_BYTES:
+            raise ConfigError(f"the token signer returned a {len(raw)}-byte ES256 signature")
         return f"{signing_input}.{_b64url(raw)}"
+
+    def _sign_raw(self, signing_input: bytes) -> bytes:
+        """ECDSA P-256 over SHA-256(``signing_input``), as JWS wants it: r || s, 32 bytes each."""
+        der = self._key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(_COORD_BYTES, "big") + s.to_bytes(_COORD_BYTES, "big")
 
 
 def _read_owner_only(path: Path, what: str) -> bytes:
@@ -376,7 +414,7 @@ def _json_default(value: object) -> object:
 
 
 def issue_ear(
-    signer: TokenSigner,
+    signer: Signer,
     submods: Mapping[str, Submod],
     *,
     now: dt.datetime,

@@ -35,6 +35,8 @@ __all__ = [
     "Keyring",
     "MultiKeyring",
     "SealedSecret",
+    "aead_unwrap",
+    "aead_wrap",
     "read_owner_only",
     "rewrap_dek",
     "seal",
@@ -148,28 +150,41 @@ class FileKeyring:
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
         """version byte || 12-byte nonce || AES-256-GCM(dek) with its 16-byte tag."""
-        if not dek:
-            raise ValueError("cannot wrap an empty data key")
-        version = bytes([_WRAP_VERSION])
-        nonce = os.urandom(NONCE_BYTES)
-        # The version byte is authenticated too, so a future format cannot be
-        # confused with this one by editing the first byte.
-        return version + nonce + self._aead.encrypt(nonce, dek, version + aad)
+        return aead_wrap(self._aead, dek, aad)
 
     def unwrap(self, blob: bytes, aad: bytes) -> bytes:
-        if len(blob) < 1 + NONCE_BYTES + TAG_BYTES + 1:
-            raise VerificationError(f"wrapped data key is truncated ({len(blob)} bytes)")
-        if blob[0] != _WRAP_VERSION:
-            raise VerificationError(f"wrapped data key has unknown format version {blob[0]}")
-        version, nonce, body = blob[:1], blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
-        try:
-            return self._aead.decrypt(nonce, body, version + aad)
-        except InvalidTag:
-            raise VerificationError(
-                f"wrapped data key does not open under KEK {self._kek_id}",
-                hint="wrong KEK, the secret belongs to another path, or the stored bytes "
-                "were altered",
-            ) from None
+        return aead_unwrap(self._aead, blob, aad, self._kek_id)
+
+
+def aead_wrap(aead: AESGCM, dek: bytes, aad: bytes) -> bytes:
+    """The wrapped-DEK format of every in-process KEK (file, TPM-sealed).
+
+    version byte || 12-byte nonce || AES-256-GCM(dek) with its 16-byte tag.
+    """
+    if not dek:
+        raise ValueError("cannot wrap an empty data key")
+    version = bytes([_WRAP_VERSION])
+    nonce = os.urandom(NONCE_BYTES)
+    # The version byte is authenticated too, so a future format cannot be
+    # confused with this one by editing the first byte.
+    return version + nonce + aead.encrypt(nonce, dek, version + aad)
+
+
+def aead_unwrap(aead: AESGCM, blob: bytes, aad: bytes, kek_id: str) -> bytes:
+    """The DEK from :func:`aead_wrap`'s blob, or VerificationError naming ``kek_id``."""
+    if len(blob) < 1 + NONCE_BYTES + TAG_BYTES + 1:
+        raise VerificationError(f"wrapped data key is truncated ({len(blob)} bytes)")
+    if blob[0] != _WRAP_VERSION:
+        raise VerificationError(f"wrapped data key has unknown format version {blob[0]}")
+    version, nonce, body = blob[:1], blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
+    try:
+        return aead.decrypt(nonce, body, version + aad)
+    except InvalidTag:
+        raise VerificationError(
+            f"wrapped data key does not open under KEK {kek_id}",
+            hint="wrong KEK, the secret belongs to another path, or the stored bytes "
+            "were altered",
+        ) from None
 
 
 class MultiKeyring:

@@ -96,11 +96,14 @@ class _GcmKey(Protocol):
     def __getitem__(self, key: Attribute) -> Any: ...
 
 
-def read_pin(env_name: str, *, token_label: str) -> str:
-    """The user PIN from the environment variable ``env_name`` (named in config.toml)."""
+def read_pin(env_name: str, *, token_label: str, section: str = "keyring") -> str:
+    """The user PIN from the environment variable ``env_name`` (named in config.toml).
+
+    ``section`` is the config.toml table that named it, for the messages.
+    """
     if not _ENV_NAME.fullmatch(env_name):
         raise ConfigError(
-            f"keyring.pin_env must name an environment variable, got {env_name[:40]!r}",
+            f"{section}.pin_env must name an environment variable, got {env_name[:40]!r}",
             hint='e.g. pin_env = "VERITEE_HSM_PIN"; the PIN itself never goes in config.toml',
         )
     pin = os.environ.get(env_name, "")
@@ -114,7 +117,7 @@ def read_pin(env_name: str, *, token_label: str) -> str:
     return pin
 
 
-def load_module(module: Path) -> tuple[Any, threading.RLock]:
+def load_module(module: Path, *, section: str = "keyring") -> tuple[Any, threading.RLock]:
     """The loaded module and the lock that serializes every call into it.
 
     Anything else in the process that uses the same module through python-pkcs11
@@ -123,7 +126,7 @@ def load_module(module: Path) -> tuple[Any, threading.RLock]:
     if not module.is_file():
         raise ConfigError(
             f"PKCS#11 module {module} does not exist",
-            hint="set keyring.module to the vendor's PKCS#11 library, e.g. "
+            hint=f"set {section}.module to the vendor's PKCS#11 library, e.g. "
             "/usr/lib/softhsm/libsofthsm2.so for SoftHSM2",
         )
     # One name per file, so two spellings of a path share one lock and one load.
@@ -137,13 +140,13 @@ def load_module(module: Path) -> tuple[Any, threading.RLock]:
             raise ConfigError(f"cannot load PKCS#11 module {module}: {exc}") from None
 
 
-def _find_token(lib: Any, module: Path, token_label: str) -> Token:
+def _find_token(lib: Any, module: Path, token_label: str, section: str = "keyring") -> Token:
     try:
         token: Token = lib.get_token(token_label=token_label)
     except p11e.NoSuchToken:
         raise ConfigError(
             f"no token labelled {token_label!r} in PKCS#11 module {module}",
-            hint="check keyring.token_label; list tokens with `softhsm2-util --show-slots` "
+            hint=f"check {section}.token_label; list tokens with `softhsm2-util --show-slots` "
             f"or `pkcs11-tool --module {module} --list-token-slots`",
         ) from None
     except p11e.MultipleTokensReturned:
@@ -158,7 +161,9 @@ def _find_token(lib: Any, module: Path, token_label: str) -> Token:
     return token
 
 
-def _login(token: Token, pin: str, *, rw: bool, module: Path) -> Session:
+def _login(
+    token: Token, pin: str, *, rw: bool, module: Path, section: str = "keyring"
+) -> Session:
     """Open a session on ``token`` logged in as the user; ConfigError says what to fix.
 
     python-pkcs11 leaves the session it opened for a refused login open; that is
@@ -191,7 +196,7 @@ def _login(token: Token, pin: str, *, rw: bool, module: Path) -> Session:
     except p11e.PinIncorrect:
         raise ConfigError(
             f"HSM token {label!r} refused the user PIN (wrong PIN)",
-            hint="set the PIN environment variable named by keyring.pin_env to the "
+            hint=f"set the PIN environment variable named by {section}.pin_env to the "
             "token's user PIN; repeated wrong PINs may lock the token",
         ) from None
     except p11e.PinLocked:
@@ -202,7 +207,7 @@ def _login(token: Token, pin: str, *, rw: bool, module: Path) -> Session:
     except (p11e.PinInvalid, p11e.PinLenRange):
         raise ConfigError(
             f"HSM token {label!r} rejected the PIN's format (length or characters)",
-            hint="check the PIN environment variable named by keyring.pin_env",
+            hint=f"check the PIN environment variable named by {section}.pin_env",
         ) from None
     except (p11e.PinExpired, p11e.UserPinNotInitialized):
         raise ConfigError(

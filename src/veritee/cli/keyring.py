@@ -1,4 +1,5 @@
-"""``veritee keyring ...``: the key-encryption key (file or PKCS#11 HSM) and its rotation.
+"""``veritee keyring ...``: the key-encryption key (file, PKCS#11 HSM or TPM-sealed), its
+rotation, and the HSM-held token-signing key.
 
 A rotation without downtime runs in three steps (README: "Keys in an HSM"):
 every replica first holds the new KEK (``[keyring]`` primary = new, previous =
@@ -25,14 +26,18 @@ from veritee.cli import output
 from veritee.errors import ConfigError
 from veritee.server.config import (
     CONFIG_FILE,
+    DEFAULT_TCTI,
+    TPM_SEALED_DIR,
     FileKeyringConfig,
     KeyringSpec,
     Pkcs11KeyringConfig,
     ServiceConfig,
+    TpmKeyringConfig,
 )
 
 keyring_app = typer.Typer(
-    help="The key-encryption key (file or PKCS#11 HSM): status, create, rotate.",
+    help="The key-encryption key (file, PKCS#11 HSM or TPM-sealed): status, create, rotate; "
+    "and the HSM-held token-signing key (create-signer).",
     no_args_is_help=True,
 )
 
@@ -47,6 +52,24 @@ PinEnvOpt = Annotated[
     str | None,
     typer.Option(
         "--pin-env", help="Environment variable holding the token's user PIN (never the PIN)."
+    ),
+]
+TctiOpt = Annotated[
+    str | None,
+    typer.Option("--tcti", help=f"TPM TCTI (default {DEFAULT_TCTI}; swtpm:host=H,port=P)."),
+]
+SealedDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sealed-dir",
+        help=f"Directory for the sealed KEK blobs (default DATA_DIR/{TPM_SEALED_DIR}).",
+    ),
+]
+PcrsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pcrs",
+        help='Seal to these PCRs as they are now, e.g. "sha256:7" (default: no PCR policy).',
     ),
 ]
 
@@ -94,8 +117,28 @@ def create(
     token_label: TokenOpt = None,
     key_label: KeyLabelOpt = None,
     pin_env: PinEnvOpt = "VERITEE_HSM_PIN",
+    tpm: Annotated[
+        bool, typer.Option("--tpm", help="Seal a new KEK to this machine's TPM instead.")
+    ] = False,
+    tcti: TctiOpt = None,
+    sealed_dir: SealedDirOpt = None,
+    pcrs: PcrsOpt = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data directory (with --tpm: where the blobs go)."),
+    ] = None,
 ) -> None:
-    """Generate a KEK inside an HSM token (AES-256, sensitive, non-extractable)."""
+    """Generate a KEK in an HSM token (AES-256, non-extractable) or sealed to the TPM (--tpm)."""
+    if tpm:
+        if module is not None or token_label or key_label:
+            raise ConfigError("--tpm takes --tcti, --sealed-dir and --pcrs, not HSM options")
+        spec = _tpm_target(tcti, sealed_dir, pcrs, data_dir)
+        _create_tpm(spec)
+        output.out.print("put this in config.toml:")
+        output.out.print(_render(spec, data_dir), markup=False)
+        return
+    if tcti or sealed_dir or pcrs:
+        raise ConfigError("--tcti, --sealed-dir and --pcrs only apply with --tpm")
     from veritee.broker.keyring_pkcs11 import Pkcs11Keyring, read_pin
 
     if module is None or not token_label or not key_label or not pin_env:
@@ -109,6 +152,37 @@ def create(
     )
 
 
+@keyring_app.command("create-signer")
+def create_signer(
+    module: ModuleOpt = None,
+    token_label: TokenOpt = None,
+    key_label: Annotated[
+        str, typer.Option("--key-label", help="Label of the EC P-256 token-signing key.")
+    ] = "veritee-token-signer",
+    pin_env: PinEnvOpt = "VERITEE_HSM_PIN",
+) -> None:
+    """Generate the EAR token-signing key in an HSM token (EC P-256, non-extractable)."""
+    from veritee.broker.keyring_pkcs11 import read_pin
+    from veritee.broker.signer_pkcs11 import Pkcs11TokenSigner
+
+    if module is None or not token_label or not key_label or not pin_env:
+        raise ConfigError("--module and --token-label are required")
+    pin = read_pin(pin_env, token_label=token_label, section="token_signer")
+    with Pkcs11TokenSigner.create(module.absolute(), token_label, key_label, pin) as signer:
+        output.out.print(f"[green]created[/] token-signing key {signer.kid} on {token_label!r}")
+    output.out.print("put this in config.toml (the PIN stays in the environment):")
+    output.out.print(
+        _render_pkcs11(module.absolute(), token_label, key_label, pin_env).replace(
+            "[keyring]", "[token_signer]"
+        ),
+        markup=False,
+    )
+    output.out.print(
+        "tokens are then signed under a new kid: relying parties must fetch the JWKS again, "
+        "and reference values sealed by the old key must be stored again"
+    )
+
+
 @keyring_app.command("rotate")
 def rotate(
     data_dir: DataDirOpt,
@@ -119,6 +193,12 @@ def rotate(
     token_label: TokenOpt = None,
     key_label: KeyLabelOpt = None,
     pin_env: PinEnvOpt = None,
+    to_tpm: Annotated[
+        bool, typer.Option("--to-tpm", help="Rotate to a KEK sealed to this machine's TPM.")
+    ] = False,
+    tcti: TctiOpt = None,
+    sealed_dir: SealedDirOpt = None,
+    pcrs: PcrsOpt = None,
     new_file: Annotated[
         Path | None, typer.Option("--new-file", help="Rotate to a 32-byte KEK file.")
     ] = None,
@@ -143,8 +223,10 @@ def rotate(
     from veritee.server.bootstrap import open_keyring, open_keyring_spec
     from veritee.store.db import Database
 
-    if to_pkcs11 == (new_file is not None):
-        raise ConfigError("say where the new KEK is: either --to-pkcs11 ... or --new-file PATH")
+    if [to_pkcs11, to_tpm, new_file is not None].count(True) != 1:
+        raise ConfigError(
+            "say where the new KEK is: one of --to-pkcs11 ..., --to-tpm ... or --new-file PATH"
+        )
     config = ServiceConfig.load(data_dir)
     configured = config.keyring_config
     target: KeyringSpec
@@ -152,6 +234,10 @@ def rotate(
         target = FileKeyringConfig(new_file.absolute())
         if create_key:
             FileKeyring.create(target.path)
+    elif to_tpm:
+        target = _tpm_target(tcti, sealed_dir, pcrs, data_dir)
+        if create_key:
+            _create_tpm(target)
     else:
         # Defaults from the configured HSM KEK: PKCS#11 -> PKCS#11 usually only
         # changes the key label.
@@ -263,12 +349,49 @@ def _render_pkcs11(module: Path, token_label: str, key_label: str, pin_env: str)
     )
 
 
-def _render(spec: KeyringSpec, data_dir: Path) -> str:
+def _tpm_target(
+    tcti: str | None, sealed_dir: Path | None, pcrs: str | None, data_dir: Path | None
+) -> TpmKeyringConfig:
+    from veritee.broker.keyring_tpm import PcrSelection
+
+    if sealed_dir is None:
+        if data_dir is None:
+            raise ConfigError("--tpm needs --sealed-dir DIR (or --data-dir DIR)")
+        sealed_dir = data_dir / TPM_SEALED_DIR
+    return TpmKeyringConfig(
+        tcti=tcti or DEFAULT_TCTI,
+        sealed_dir=sealed_dir.absolute(),
+        pcrs=str(PcrSelection.parse(pcrs)) if pcrs else "",
+    )
+
+
+def _create_tpm(spec: TpmKeyringConfig) -> None:
+    from veritee.broker.keyring_tpm import TpmSealedKeyring
+
+    with TpmSealedKeyring.create(spec.tcti, spec.sealed_dir, pcrs=spec.pcrs or None) as ring:
+        sealed = f" to PCRs {spec.pcrs}" if spec.pcrs else " (no PCR policy)"
+        output.out.print(
+            f"[green]sealed[/] KEK {ring.kek_id} to the TPM{sealed} in {spec.sealed_dir}"
+        )
+
+
+def _relative(path: Path, data_dir: Path | None) -> Path:
+    if data_dir is not None and path.is_relative_to(data_dir.absolute()):
+        return path.relative_to(data_dir.absolute())
+    return path
+
+
+def _render(spec: KeyringSpec, data_dir: Path | None) -> str:
     if isinstance(spec, Pkcs11KeyringConfig):
         return _render_pkcs11(spec.module, spec.token_label, spec.key_label, spec.pin_env)
-    path = spec.path
-    if path.is_relative_to(data_dir.absolute()):
-        path = path.relative_to(data_dir.absolute())
+    if isinstance(spec, TpmKeyringConfig):
+        return (
+            '[keyring]\ntype = "tpm"\n'
+            f"tcti = {_toml_str(spec.tcti)}\n"
+            f"sealed_dir = {_toml_str(str(_relative(spec.sealed_dir, data_dir)))}\n"
+            + (f"pcrs = {_toml_str(spec.pcrs)}\n" if spec.pcrs else "")
+        )
+    path = _relative(spec.path, data_dir)
     return f'[keyring]\ntype = "file"\npath = {_toml_str(str(path))}\n'
 
 

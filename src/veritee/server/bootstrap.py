@@ -19,10 +19,13 @@ from veritee.server.config import (
     CONFIG_FILE,
     DEFAULT_CONFIG,
     FileKeyringConfig,
+    FileTokenSignerConfig,
     KeyringConfig,
     KeyringSpec,
     Pkcs11KeyringConfig,
     ServiceConfig,
+    TokenSignerSpec,
+    TpmKeyringConfig,
 )
 from veritee.store.db import Database
 
@@ -83,6 +86,10 @@ def open_keyring_spec(spec: KeyringSpec) -> Keyring:
     """One KEK from its configuration; a missing key, token or wrong PIN is a ConfigError."""
     if isinstance(spec, FileKeyringConfig):
         return FileKeyring(spec.path)
+    if isinstance(spec, TpmKeyringConfig):
+        from veritee.broker.keyring_tpm import TpmSealedKeyring
+
+        return TpmSealedKeyring.open(spec.tcti, spec.sealed_dir, pcrs=spec.pcrs or None)
     try:
         # Imported here so deployments with a file KEK need no PKCS#11 library.
         from veritee.broker.keyring_pkcs11 import Pkcs11Keyring, read_pin
@@ -107,7 +114,34 @@ def describe_keyring_spec(spec: KeyringSpec) -> str:
     """Where a KEK lives, for people (no secret: paths and labels only)."""
     if isinstance(spec, Pkcs11KeyringConfig):
         return f"PKCS#11 key {spec.key_label!r} on token {spec.token_label!r} ({spec.module})"
+    if isinstance(spec, TpmKeyringConfig):
+        pcrs = f"PCRs {spec.pcrs}" if spec.pcrs else "PCRs as sealed"
+        return f"TPM-sealed ({spec.tcti}, {pcrs}) in {spec.sealed_dir}"
     return f"file {spec.path}"
+
+
+def open_token_signer(spec: TokenSignerSpec) -> TokenSigner:
+    """The EAR token-signing key: a PEM file, or a key pair in a PKCS#11 token."""
+    if isinstance(spec, FileTokenSignerConfig):
+        return TokenSigner.load_pem(spec.path)
+    try:
+        from veritee.broker.keyring_pkcs11 import read_pin
+        from veritee.broker.signer_pkcs11 import Pkcs11TokenSigner
+    except ImportError:
+        raise ConfigError(
+            'token_signer.type = "pkcs11" needs the python-pkcs11 package',
+            hint="pip install python-pkcs11",
+        ) from None
+    pin = read_pin(spec.pin_env, token_label=spec.token_label, section="token_signer")
+    return Pkcs11TokenSigner.open(spec.module, spec.token_label, spec.key_label, pin)
+
+
+def _close_keyring(keyring: Keyring) -> None:
+    members = keyring.keyrings if isinstance(keyring, MultiKeyring) else (keyring,)
+    for member in members:
+        close = getattr(member, "close", None)
+        if callable(close):
+            close()
 
 
 def open_service(config: ServiceConfig, *, trust_simulator: bool | None = None) -> Service:
@@ -117,7 +151,11 @@ def open_service(config: ServiceConfig, *, trust_simulator: bool | None = None) 
     db = Database(config.db_url)
     db.migrate()
     keyring = open_keyring(config.keyring_config)
-    signer = TokenSigner.load_pem(config.token_key_path)
+    try:
+        signer = open_token_signer(config.token_signer_config)
+    except BaseException:
+        _close_keyring(keyring)  # an HSM session or an unsealed KEK is not left behind
+        raise
     fetcher = FetcherChain(HttpFetcher(cache_dir=cache_dir())) if config.fetch else None
     broker = KeyBroker(
         db=db,

@@ -78,7 +78,16 @@ class Pkcs11KeyringConfig:
     pin_env: str
 
 
-KeyringSpec = FileKeyringConfig | Pkcs11KeyringConfig
+@dataclass(frozen=True)
+class TpmKeyringConfig:
+    """A KEK sealed to the TPM at ``tcti`` (blobs in ``sealed_dir``), optionally to PCRs."""
+
+    tcti: str
+    sealed_dir: Path
+    pcrs: str = ""  # empty: whatever the KEK was sealed to (the sealed object decides)
+
+
+KeyringSpec = FileKeyringConfig | Pkcs11KeyringConfig | TpmKeyringConfig
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,16 @@ class KeyringConfig:
 
 _KEYRING_KEYS = frozenset(
     {"type", "path", "module", "token_label", "key_label", "pin_env", "previous"}
+    | {"tcti", "sealed_dir", "pcrs"}
 )
+# Which keys belong to which keyring type (a key of another type is refused).
+_TYPE_KEYS = {
+    "file": frozenset({"path"}),
+    "pkcs11": frozenset({"module", "token_label", "key_label", "pin_env"}),
+    "tpm": frozenset({"tcti", "sealed_dir", "pcrs"}),
+}
+DEFAULT_TCTI = "device:/dev/tpmrm0"
+TPM_SEALED_DIR = "tpm-kek"
 _PIN_KEYS = frozenset({"pin", "user_pin", "so_pin", "password"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -121,14 +139,29 @@ def _keyring_spec(sec: Mapping[str, object], where: str, data_dir: Path) -> Keyr
             raise ConfigError(f"{where}: {key} must be a string")
         return value
 
+    if isinstance(kind, str) and kind in _TYPE_KEYS:
+        for other, keys in _TYPE_KEYS.items():
+            extra = sorted(set(sec) & keys) if other != kind else []
+            if extra:
+                raise ConfigError(
+                    f"{where}: {', '.join(extra)} (settings that only apply to type = "
+                    f'"{other}", not "{kind}")'
+                )
     if kind == "file":
-        extra = sorted(set(sec) & {"module", "token_label", "key_label", "pin_env"})
-        if extra:
-            raise ConfigError(f'{where}: {", ".join(extra)} only apply to type = "pkcs11"')
         return FileKeyringConfig(data_dir / text("path", KEK_FILE))
+    if kind == "tpm":
+        tcti = text("tcti", DEFAULT_TCTI)
+        if not tcti or any(ord(c) < 0x20 for c in tcti):
+            raise ConfigError(
+                f"{where}: tcti must be a TCTI specification",
+                hint='e.g. tcti = "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321"',
+            )
+        return TpmKeyringConfig(
+            tcti=tcti,
+            sealed_dir=data_dir / text("sealed_dir", TPM_SEALED_DIR),
+            pcrs=text("pcrs", ""),
+        )
     if kind == "pkcs11":
-        if "path" in sec:
-            raise ConfigError(f'{where}: path only applies to type = "file"')
         pin_env = text("pin_env", "VERITEE_HSM_PIN")
         if not _ENV_NAME.fullmatch(pin_env):
             raise ConfigError(
@@ -144,7 +177,7 @@ def _keyring_spec(sec: Mapping[str, object], where: str, data_dir: Path) -> Keyr
             key_label=key_label,
             pin_env=pin_env,
         )
-    raise ConfigError(f'{where}: type must be "file" or "pkcs11", not {kind!r}')
+    raise ConfigError(f'{where}: type must be "file", "pkcs11" or "tpm", not {kind!r}')
 
 
 def parse_keyring(sec: Mapping[str, object], data_dir: Path, where: str) -> KeyringConfig:
@@ -158,6 +191,79 @@ def parse_keyring(sec: Mapping[str, object], data_dir: Path, where: str) -> Keyr
             raise ConfigError(f"{where}.previous cannot have a previous KEK of its own")
         return KeyringConfig(primary, _keyring_spec(previous, f"{where}.previous", data_dir))
     raise ConfigError(f"{where}: previous must be a KEK file path or a keyring.previous table")
+
+
+@dataclass(frozen=True)
+class FileTokenSignerConfig:
+    """The EAR token-signing key as a PEM file (mode 0600): the default, ``token-signer.pem``."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Pkcs11TokenSignerConfig:
+    """An EC P-256 token-signing key in a PKCS#11 token; the PIN is read from ``pin_env``."""
+
+    module: Path
+    token_label: str
+    key_label: str
+    pin_env: str
+
+
+TokenSignerSpec = FileTokenSignerConfig | Pkcs11TokenSignerConfig
+SIGNER_KEY_FILE = "token-signer.pem"
+_SIGNER_KEYS = frozenset({"type", "path", "module", "token_label", "key_label", "pin_env"})
+
+
+def parse_token_signer(sec: Mapping[str, object], data_dir: Path, where: str) -> TokenSignerSpec:
+    """``[token_signer]``: ``type = "file"`` (``path``) or ``"pkcs11"`` (module, labels, PIN)."""
+    if _PIN_KEYS & sec.keys():
+        raise ConfigError(
+            f"{where} holds a PIN ({', '.join(sorted(_PIN_KEYS & sec.keys()))}); "
+            "PINs never go in config.toml",
+            hint='remove it and set pin_env = "NAME" to an environment variable holding the PIN',
+        )
+    unknown = sorted(set(sec) - _SIGNER_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}",
+            hint="known: " + ", ".join(sorted(_SIGNER_KEYS)),
+        )
+    kind = sec.get("type", "file")
+
+    def text(key: str, default: str | None) -> str:
+        value = sec.get(key, default)
+        if value is None:
+            raise ConfigError(f"{where}: {key} is required for type = {kind!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string")
+        return value
+
+    if kind == "file":
+        extra = sorted(set(sec) & _TYPE_KEYS["pkcs11"])
+        if extra:
+            raise ConfigError(f'{where}: {", ".join(extra)} only apply to type = "pkcs11"')
+        return FileTokenSignerConfig(data_dir / text("path", SIGNER_KEY_FILE))
+    if kind == "pkcs11":
+        if "path" in sec:
+            raise ConfigError(f'{where}: path only applies to type = "file"')
+        pin_env = text("pin_env", "VERITEE_HSM_PIN")
+        if not _ENV_NAME.fullmatch(pin_env):
+            raise ConfigError(
+                f"{where}: pin_env must be the name of an environment variable",
+                hint='e.g. pin_env = "VERITEE_HSM_PIN" (the variable holds the PIN)',
+            )
+        token_label = text("token_label", None)
+        key_label = text("key_label", "veritee-token-signer")
+        if not token_label or not key_label:
+            raise ConfigError(f"{where}: token_label and key_label must not be empty")
+        return Pkcs11TokenSignerConfig(
+            module=data_dir / text("module", None),
+            token_label=token_label,
+            key_label=key_label,
+            pin_env=pin_env,
+        )
+    raise ConfigError(f'{where}: type must be "file" or "pkcs11", not {kind!r}')
 
 
 @dataclass(frozen=True)
@@ -184,6 +290,7 @@ class ServiceConfig:
     insecure_allow_all: bool = False
     database_url: str = ""
     keyring: KeyringConfig | None = None
+    token_signer: TokenSignerSpec | None = None
 
     @property
     def tls(self) -> bool:
@@ -204,7 +311,15 @@ class ServiceConfig:
 
     @property
     def token_key_path(self) -> Path:
-        return self.data_dir / "token-signer.pem"
+        """The token-signing key file (``[token_signer] path``; else ``token-signer.pem``)."""
+        if isinstance(self.token_signer, FileTokenSignerConfig):
+            return self.token_signer.path
+        return self.data_dir / SIGNER_KEY_FILE
+
+    @property
+    def token_signer_config(self) -> TokenSignerSpec:
+        """``[token_signer]``, or without one the PEM file ``token-signer.pem`` (as before it)."""
+        return self.token_signer or FileTokenSignerConfig(self.token_key_path)
 
     @classmethod
     def load(cls, data_dir: Path) -> ServiceConfig:
@@ -286,6 +401,11 @@ class ServiceConfig:
             keyring=(
                 parse_keyring(section("keyring"), data_dir, f"{path}: keyring")
                 if "keyring" in doc
+                else None
+            ),
+            token_signer=(
+                parse_token_signer(section("token_signer"), data_dir, f"{path}: token_signer")
+                if "token_signer" in doc
                 else None
             ),
         )
