@@ -193,3 +193,45 @@ def test_tls_from_config(tls_server: tuple[str, Path]) -> None:
     assert r.status_code == 200
     with pytest.raises(httpx.HTTPError):
         httpx.get(url.replace("https", "http") + "/healthz", timeout=5)
+
+
+def test_metrics_count_collateral_cache_hits(kbs: Kbs, tmp_path: Path) -> None:
+    import re
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from veritee.collateral import CollateralRequest, HttpFetcher
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"collateral"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "max-age=600")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def counts() -> dict[str, float]:
+        text = httpx.get(f"{kbs.url}/metrics").text
+        return {m[0]: float(m[1]) for m in re.findall(
+            r'veritee_collateral_cache_total\{outcome="(\w+)"\} ([0-9.]+)', text)}
+
+    try:
+        before = counts()
+        fetcher = HttpFetcher(cache_dir=tmp_path / "cache")
+        req = CollateralRequest(url=f"http://127.0.0.1:{server.server_address[1]}/x",
+                                bundle_path="x", description="test collateral")
+        assert fetcher.fetch(req).source.startswith("http:")
+        assert fetcher.fetch(req).source.startswith("cache:")
+        after = counts()
+        assert after["miss"] == before.get("miss", 0) + 1
+        assert after["hit"] == before.get("hit", 0) + 1
+    finally:
+        server.shutdown()
+        server.server_close()

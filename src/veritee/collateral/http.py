@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -116,6 +117,25 @@ class _GiveUp(Exception):
         self.transient = transient
 
 
+class CacheStats:
+    """Process-wide counters of the collateral cache, read by the service's metrics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {"hit": 0, "revalidated": 0, "miss": 0, "stale": 0}
+
+    def add(self, outcome: str) -> None:
+        with self._lock:
+            self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+CACHE_STATS = CacheStats()
+
+
 class HttpFetcher:
     """Fetch collateral over HTTP(S) through an on-disk cache keyed by SHA-256 of the URL."""
 
@@ -175,6 +195,7 @@ class HttpFetcher:
     def fetch(self, request: CollateralRequest) -> CollateralResponse:
         entry = self._load(request)
         if entry is not None and _is_fresh(entry, self._now()):
+            CACHE_STATS.add("hit")
             return _from_cache(entry)
 
         conditional: dict[str, str] = {}
@@ -193,6 +214,7 @@ class HttpFetcher:
                     failure.error.message,
                     entry.fetched_at.isoformat(),
                 )
+                CACHE_STATS.add("stale")
                 return _from_cache(entry)
             raise failure.error from None
 
@@ -209,12 +231,14 @@ class HttpFetcher:
                 body=entry.body,
             )
             self._store(refreshed, metadata_only=True)
+            CACHE_STATS.add("revalidated")
             return _from_cache(refreshed)
 
         fresh = _CacheEntry(
             url=request.url, headers=outcome.headers, fetched_at=fetched_at, body=outcome.body
         )
         self._store(fresh, metadata_only=False)
+        CACHE_STATS.add("miss")
         return CollateralResponse(
             body=outcome.body, headers=outcome.headers, source=f"http:{request.url}"
         )

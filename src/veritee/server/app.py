@@ -394,6 +394,12 @@ def build_app(service: Service) -> FastAPI:
                     status["keyring"] = "wrong key"
             except Exception:
                 status["keyring"] = "unavailable"
+            try:
+                # The token signer may live in an HSM too: prove it can still sign.
+                broker.signer.sign_compact({"alg": "ES256", "typ": "readyz"}, b"readyz")
+                status["token_signer"] = "ok"
+            except Exception:
+                status["token_signer"] = "unavailable"
             return status
 
         status = await run_in_threadpool(probe)

@@ -59,12 +59,29 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
+        self.registry.register(_CollateralCacheCollector())
         self.rate_limited = Counter(
             "veritee_rate_limited_total",
             "Requests refused by the per-client rate limit",
             ["route"],
             registry=self.registry,
         )
+
+
+class _CollateralCacheCollector:
+    """Exports the collateral cache counters (hits, revalidations, misses, stale serves)."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        from veritee.collateral.http import CACHE_STATS
+
+        family = CounterMetricFamily(
+            "veritee_collateral_cache", "Collateral fetches by cache outcome", labels=["outcome"]
+        )
+        for outcome, count in sorted(CACHE_STATS.snapshot().items()):
+            family.add_metric([outcome], count)
+        yield family
 
 
 @dataclass
