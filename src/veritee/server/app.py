@@ -381,7 +381,7 @@ def build_app(service: Service) -> FastAPI:
     @app.get("/readyz", responses={503: {"description": "database or keyring unavailable"}})
     async def readyz() -> Response:
         def probe() -> dict[str, str]:
-            status = {"database": "ok", "keyring": "ok"}
+            status = {"database": "ok", "keyring": "ok", "signer": "ok"}
             try:
                 with service.db.read() as s:
                     s.execute(text("SELECT 1"))
@@ -397,9 +397,9 @@ def build_app(service: Service) -> FastAPI:
             try:
                 # The token signer may live in an HSM too: prove it can still sign.
                 broker.signer.sign_compact({"alg": "ES256", "typ": "readyz"}, b"readyz")
-                status["token_signer"] = "ok"
+                status["signer"] = "ok"
             except Exception:
-                status["token_signer"] = "unavailable"
+                status["signer"] = "unavailable"
             return status
 
         status = await run_in_threadpool(probe)

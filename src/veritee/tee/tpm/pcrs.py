@@ -14,9 +14,11 @@ Byte/text formats only (no crypto, no policy):
 from __future__ import annotations
 
 import json
+import operator
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from veritee.binary import Reader, Writer
 from veritee.errors import EvidenceFormatError
@@ -146,6 +148,21 @@ class PcrBanks:
     @classmethod
     def from_tpm2_tools(cls, data: bytes) -> tuple[PcrSelectionList, PcrBanks]:
         """Parse ``tpm2_quote -F serialized`` output: (the selection it records, the values)."""
+        layout = _LAYOUTS.get(data[:_SERIALIZED_HEADER])
+        if layout is not None:
+            fast = layout.read(data)
+            if fast is not None:
+                return fast
+        sel, banks = cls._from_tpm2_tools(data)
+        if layout is None and len(_LAYOUTS) < 256:
+            made = _Layout.of(sel)
+            if made is not None:
+                _LAYOUTS[data[:_SERIALIZED_HEADER]] = made
+        return sel, banks
+
+    @classmethod
+    def _from_tpm2_tools(cls, data: bytes) -> tuple[PcrSelectionList, PcrBanks]:
+        """The field-by-field reader of the serialized form (every error named)."""
         rd = Reader(data, what="tpm2-tools PCR file")
         head = rd.unpack(_SELECTIONS, "TPML_PCR_SELECTION")
         count = head[0]
@@ -257,6 +274,86 @@ class PcrBanks:
                 )
             out.append(value)
         return out
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a tpm2-tools header (its selection) fixes about the rest of the file: how
+    tpm2-tools splits the values into TPML_DIGESTs of 8, and the size of each value. The
+    digest lists are then read with one precompiled struct and checked against it."""
+
+    selection: PcrSelectionList
+    lists: int
+    body: struct.Struct  # the u32 list count and every TPML_DIGEST, pads skipped
+    ints: Callable[[tuple[Any, ...]], tuple[int, ...]]  # counts and sizes, as read
+    expected_ints: tuple[int, ...]
+    values: Callable[[tuple[Any, ...]], tuple[bytes, ...]]
+    algs: tuple[int, ...]  # bank of each value, in PcrBanks order
+    pcrs: tuple[int, ...]  # PCR of each value, in PcrBanks order
+    order: tuple[int, ...] | None  # file position of each, when not the identity
+
+    @classmethod
+    def of(cls, sel: PcrSelectionList) -> _Layout | None:
+        sizes = []
+        for s in sel.selections:
+            size = HASH_SIZES.get(s.hash_alg)
+            if size is None:
+                return None  # values of unknown size: the general reader only
+            sizes += [size] * len(s.pcrs)
+        if not sizes:
+            return None
+        fmt = ["<I"]
+        ints: list[int] = [0]
+        expected = [0]
+        vals: list[int] = []
+        pos = 1
+        for start in range(0, len(sizes), _DIGEST_SLOTS):
+            chunk = sizes[start : start + _DIGEST_SLOTS]
+            fmt.append("I")
+            ints.append(pos)
+            expected.append(len(chunk))
+            pos += 1
+            for size in chunk:
+                fmt.append(f"H{size}s{64 - size}x")
+                ints.append(pos)
+                expected.append(size)
+                vals.append(pos + 1)
+                pos += 2
+            fmt.append(f"{(_DIGEST_SLOTS - len(chunk)) * _TPM2B_DIGEST_BYTES}x")
+        lists = len(expected) - 1 - len(sizes)
+        expected[0] = lists
+        items = sel._items
+        by_alg = sorted(range(len(items)), key=lambda i: items[i][0])  # stable, as the reader
+        order = None if by_alg == list(range(len(items))) else tuple(by_alg)
+        return cls(
+            sel, lists, struct.Struct("".join(fmt)), operator.itemgetter(*ints),
+            tuple(expected), _getter(vals), tuple(items[i][0] for i in by_alg),
+            tuple(items[i][1] for i in by_alg), order,
+        )
+
+    def read(self, data: bytes) -> tuple[PcrSelectionList, PcrBanks] | None:
+        """The file's selection and values, or None when the body is not laid out as
+        tpm2-tools writes it (the general reader then decides)."""
+        if len(data) != _SERIALIZED_HEADER + self.body.size:
+            return None
+        fields = self.body.unpack_from(data, _SERIALIZED_HEADER)
+        if self.ints(fields) != self.expected_ints:
+            return None
+        digests = self.values(fields)
+        ordered = digests if self.order is None else tuple(digests[i] for i in self.order)
+        banks = PcrBanks(tuple(zip(self.algs, self.pcrs, ordered, strict=True)))
+        object.__setattr__(banks, "_file_order", (self.selection, digests))
+        return self.selection, banks
+
+
+def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[bytes, ...]]:
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda fields: (fields[only],)
+    return operator.itemgetter(*positions)
+
+
+_LAYOUTS: dict[bytes, _Layout] = {}  # tpm2-tools header bytes -> layout (bounded)
 
 
 def parse_pcr_file(data: bytes, selection: PcrSelectionList | None = None) -> PcrBanks:

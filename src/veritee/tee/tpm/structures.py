@@ -20,7 +20,7 @@ import enum
 import hashlib
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from veritee.binary import Reader, Writer
 from veritee.errors import EvidenceFormatError
@@ -315,11 +315,32 @@ class PcrSelectionList:
         """(bank, pcr) in the order the TPM concatenates PCR values for the digest."""
         return iter(self._items)
 
+    @property
+    def _columns(self) -> _SelectionColumns:
+        """The selection as columns, computed once per object: the bank and the PCR of each
+        selected value, each value's size (None when a bank's digest size is unknown), and
+        whether a bank is selected twice."""
+        cached: _SelectionColumns | None = self.__dict__.get("_columns_cache")
+        if cached is None:
+            items = self._items
+            sizes = tuple(HASH_SIZES.get(a, -1) for a, _ in items)
+            banks = [s.hash_alg for s in self.selections]
+            cached = (
+                tuple(a for a, _ in items),
+                tuple(p for _, p in items),
+                None if -1 in sizes else sizes,
+                len(set(banks)) != len(banks),
+            )
+            object.__setattr__(self, "_columns_cache", cached)
+        return cached
+
     def describe(self) -> str:
         return "+".join(
             f"{hash_name(s.hash_alg)}:{','.join(map(str, s.pcrs)) or '-'}" for s in self.selections
         )
 
+
+_SelectionColumns = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...] | None, bool]
 
 # -- TPMS_ATTEST -----------------------------------------------------------------------------
 
@@ -390,12 +411,27 @@ class Attest:
     clock_info: ClockInfo
     firmware_version: int
     attested: AttestedInfo
+    # The exact bytes parsed (they equal to_bytes(): parsing round-trips exactly), so the
+    # signed message need not be re-serialized. Not an init field: dataclasses.replace()
+    # never carries stale bytes into a changed structure.
+    _raw: bytes = field(init=False, default=b"", compare=False, repr=False)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Attest:
         if not isinstance(data, bytes):
             raise EvidenceFormatError("TPMS_ATTEST must be bytes")
-        rd = Reader(data, what="TPMS_ATTEST")
+        attest = _quote_fast(data)
+        if attest is None:
+            rd = Reader(data, what="TPMS_ATTEST")
+            attest = cls.read(rd)
+            rd.expect_end()
+        object.__setattr__(attest, "_raw", data)
+        return attest
+
+    @classmethod
+    def read(cls, rd: Reader) -> Attest:
+        """The field-by-field parser (every kind, every error named); ``from_bytes`` reads
+        the common quote layout faster and comes here for anything else."""
         magic = rd.u32be("magic")
         st = rd.u16be("type")
         signer = read_tpm2b(rd, "qualifiedSigner", MAX_NAME)
@@ -416,8 +452,11 @@ class Attest:
             )
         else:
             attested = OtherAttestInfo(rd.rest("attested"))
-        rd.expect_end()
         return cls(magic, st, signer, extra, clock, fw, attested)
+
+    def signed_bytes(self) -> bytes:
+        """The bytes a signature covers: the parsed input when there is one."""
+        return self._raw or self.to_bytes()
 
     def to_bytes(self) -> bytes:
         w = Writer()
@@ -443,6 +482,67 @@ class Attest:
     @property
     def quote(self) -> QuoteInfo | None:
         return self.attested if isinstance(self.attested, QuoteInfo) else None
+
+
+_ATTEST_HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner.size
+_U16BE = struct.Struct(">H")
+_U32BE = struct.Struct(">I")
+_CLOCK_FW = struct.Struct(">QIIBQ")  # TPMS_CLOCK_INFO + firmwareVersion
+_SELECTION_LISTS: dict[bytes, PcrSelectionList] = {}  # TPML_PCR_SELECTION bytes -> parsed
+
+
+def selection_list_of(raw: bytes) -> PcrSelectionList:
+    """A TPML_PCR_SELECTION by its exact bytes, parsed once (a verifier sees the same few
+    selections over and over; the parsed object is immutable, so it is shared)."""
+    sel = _SELECTION_LISTS.get(raw)
+    if sel is None:
+        sel = PcrSelectionList.from_bytes(raw)
+        if len(_SELECTION_LISTS) < 256:
+            _SELECTION_LISTS[raw] = sel
+    return sel
+
+
+def _quote_fast(data: bytes) -> Attest | None:
+    """A TPM2_Quote TPMS_ATTEST read with precompiled layouts, or None for anything else
+    (another kind, or any size or bound the field-by-field parser would refuse: it then
+    parses the input itself and names the error). Accepts exactly what Attest.read does."""
+    n = len(data)
+    if n < 8:
+        return None
+    magic, st, size = _ATTEST_HEAD.unpack_from(data)
+    if st != AttestType.QUOTE or size > MAX_NAME or 8 + size + 2 > n:
+        return None
+    off = 8 + size
+    signer = data[8:off]
+    (size,) = _U16BE.unpack_from(data, off)
+    start = off + 2
+    off = start + size
+    if size > MAX_HA or off + _CLOCK_FW.size + 4 > n:
+        return None
+    extra = data[start:off]
+    clock, resets, restarts, safe, fw = _CLOCK_FW.unpack_from(data, off)
+    if safe > 1:
+        return None
+    off += _CLOCK_FW.size
+    sel_start = off
+    (count,) = _U32BE.unpack_from(data, off)
+    if count > MAX_SELECTIONS:
+        return None
+    off += 4
+    for _ in range(count):
+        if off + 3 > n or data[off + 2] > MAX_PCR_SELECT:
+            return None
+        off += 3 + data[off + 2]
+    if off + 2 > n:
+        return None
+    (size,) = _U16BE.unpack_from(data, off)
+    if size > MAX_DIGEST or off + 2 + size != n:
+        return None
+    sel = selection_list_of(data[sel_start:off])
+    return Attest(
+        magic, st, signer, extra, ClockInfo(clock, resets, restarts, safe), fw,
+        QuoteInfo(sel, data[off + 2 :]),
+    )
 
 
 # -- schemes and public areas ----------------------------------------------------------------
@@ -726,6 +826,7 @@ class TpmtPublic:
 # -- TPMT_SIGNATURE --------------------------------------------------------------------------
 
 _RSA_SIGS = {TpmAlg.RSASSA, TpmAlg.RSAPSS}
+_SIG_HEAD = struct.Struct(">HHH")  # sigAlg, hash, first TPM2B size
 _ECC_SIGS = {TpmAlg.ECDSA, TpmAlg.ECDAA, TpmAlg.SM2, TpmAlg.ECSCHNORR}
 
 
@@ -778,6 +879,18 @@ class TpmtSignature:
     def from_bytes(cls, data: bytes) -> TpmtSignature:
         if not isinstance(data, bytes):
             raise EvidenceFormatError("TPMT_SIGNATURE must be bytes")
+        # RSA and ECC signatures (what quotes carry) read with one precompiled layout; the
+        # field-by-field reader below takes anything else, and names every error.
+        n = len(data)
+        if n >= 6:
+            alg, h, size = _SIG_HEAD.unpack_from(data)
+            if alg in _RSA_SIGS:
+                if size <= MAX_RSA_KEY_BYTES and 6 + size == n:
+                    return cls(alg, h, data[6:])
+            elif alg in _ECC_SIGS and size <= MAX_ECC_KEY_BYTES and 8 + size <= n:
+                (size_s,) = _U16BE.unpack_from(data, 6 + size)
+                if size_s <= MAX_ECC_KEY_BYTES and 8 + size + size_s == n:
+                    return cls(alg, h, b"", data[6 : 6 + size], data[8 + size :])
         rd = Reader(data, what="TPMT_SIGNATURE")
         value = cls.read(rd)
         rd.expect_end()

@@ -35,6 +35,7 @@ from veritee.tee.tpm.structures import (
     EccParms,
     EccPoint,
     ObjectAttr,
+    PcrSelectionList,
     QuoteInfo,
     RsaParms,
     Scheme,
@@ -339,10 +340,11 @@ def verify_quote(
     """Check that ``ak`` signed ``attest``, a TPM2_Quote over exactly ``pcrs``.
 
     ``expected_nonce`` must equal extraData byte for byte (None: not checked, and the
-    result says so). ``message`` is the signed bytes when the caller has them (they are
-    re-serialized from ``attest`` otherwise; parsing round-trips exactly).
+    result says so). ``message`` is the signed bytes when the caller has them (otherwise
+    the bytes ``attest`` was parsed from, or its re-serialization: parsing round-trips
+    exactly).
     """
-    signed = message if message is not None else attest.to_bytes()
+    signed = message if message is not None else attest.signed_bytes()
     if ak.public is not None and require_ak_attributes and (
         ak.public.object_attributes & _AK_REQUIRED_BITS != _AK_REQUIRED_BITS
     ):
@@ -370,26 +372,33 @@ def verify_quote(
         raise MismatchError(
             f"pcrDigest is {len(quote.pcr_digest)} bytes, not a {hash_name(alg)} digest"
         )
-    sels = quote.pcr_select.selections
-    if len({s.hash_alg for s in sels}) != len(sels):
+    selection = quote.pcr_select
+    algs, numbers, sizes, twice = selection._columns  # computed once per selection
+    if twice:
         raise EvidenceFormatError("quote selects a PCR bank twice")
-    selected = quote.pcr_select._items
-    values = pcrs.values_for(quote.pcr_select)
+    values = pcrs.values_for(selection)
+    if sizes is None or tuple(map(len, values)) != sizes:
+        _check_value_sizes(selection, values)
+    computed = _hasher(alg)(b"".join(values)).digest()
+    if not hmac.compare_digest(computed, quote.pcr_digest):
+        raise MismatchError(
+            f"PCR values do not match the quote's PCR digest ({selection.describe()})",
+            hint="the PCR file is not the one read with this quote, or was altered",
+        )
+    quoted = PcrBanks(tuple(zip(algs, numbers, values, strict=True)))
+    return VerifiedQuote(attest, signature, ak, quoted, expected_nonce is not None)
+
+
+def _check_value_sizes(selection: PcrSelectionList, values: list[bytes]) -> None:
+    """Every value of a bank of known digest size has that size (the first bank with one
+    that has not is named)."""
     start = 0
-    for s in sels:
+    for s in selection.selections:
         n = len(s.pcrs)
         size = HASH_SIZES.get(s.hash_alg)
         if size is not None and any(len(v) != size for v in values[start : start + n]):
             raise EvidenceFormatError(f"a {hash_name(s.hash_alg)} PCR value has the wrong size")
         start += n
-    computed = _hasher(alg)(b"".join(values)).digest()
-    if not hmac.compare_digest(computed, quote.pcr_digest):
-        raise MismatchError(
-            f"PCR values do not match the quote's PCR digest ({quote.pcr_select.describe()})",
-            hint="the PCR file is not the one read with this quote, or was altered",
-        )
-    quoted = PcrBanks(tuple((a, p, v) for (a, p), v in zip(selected, values, strict=True)))
-    return VerifiedQuote(attest, signature, ak, quoted, expected_nonce is not None)
 
 
 def check_successor(previous: ClockInfo, current: ClockInfo, *, allow_reboot: bool = False) -> None:
