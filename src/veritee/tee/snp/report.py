@@ -12,7 +12,7 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
-from veritee.binary import Reader, Writer
+from veritee.binary import Writer
 from veritee.errors import EvidenceFormatError
 
 REPORT_SIZE = 0x4A0  # 1184
@@ -228,11 +228,17 @@ class Signature:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Signature:
-        rd = Reader(raw, what="SNP signature")
-        r = int.from_bytes(rd.bytes(_SIG_COMPONENT, "R"), "little")
-        s = int.from_bytes(rd.bytes(_SIG_COMPONENT, "S"), "little")
-        rd.zeros(rd.remaining, "signature reserved")
-        return cls(r, s)
+        if len(raw) != 512:
+            raise EvidenceFormatError("SNP signature: the signature block is 512 bytes")
+        if any(raw[2 * _SIG_COMPONENT :]):
+            raise EvidenceFormatError(
+                f"SNP signature: signature reserved at offset {2 * _SIG_COMPONENT:#x} "
+                "must be zero"
+            )
+        return cls(
+            int.from_bytes(raw[:_SIG_COMPONENT], "little"),
+            int.from_bytes(raw[_SIG_COMPONENT : 2 * _SIG_COMPONENT], "little"),
+        )
 
     def to_bytes(self) -> bytes:
         return (

@@ -12,6 +12,7 @@ import hmac
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from threading import Lock
 from typing import Generic, TypeVar
 
@@ -66,6 +67,14 @@ class TrustRoots:
 
     anchors: Mapping[str, tuple[Product, Certificate]]
     simulated: bool = False
+
+    @cached_property
+    def by_fingerprint(self) -> dict[str, Certificate]:
+        return {fp: cert for fp, (_, cert) in self.anchors.items()}
+
+    @cached_property
+    def key(self) -> tuple[str, ...]:
+        return tuple(sorted(self.anchors))
 
     @classmethod
     def amd(cls, candidates: Iterable[Certificate]) -> TrustRoots:
@@ -191,24 +200,58 @@ class _Memo(Generic[V]):
                 self._items.popitem(last=False)
 
 
-_MEMO: _Memo[tuple[Chain, VekInfo]] = _Memo()
+@dataclass(frozen=True)
+class _ChainWork:
+    """Pure work on exact inputs: the verified path, the VEK's extensions, names."""
+
+    chain: Chain
+    info: VekInfo
+    vek_cn: str
+    issuer_cn: str
+    product: Product  # of the pinned root the chain ends at
+    named_product: Product | None  # what the VEK's product-name extension says
+    public_key: object  # the VEK's public key, parsed once
 
 
-def _chain_for(
-    vek: Certificate, collateral: SnpCollateral, roots: TrustRoots
-) -> tuple[Chain, VekInfo]:
-    anchors = {fp: cert for fp, (_, cert) in roots.anchors.items()}
-    # Certificates hash and compare by their DER bytes, so they are exact, cheap keys.
-    key = ("chain", vek, collateral.intermediates, tuple(sorted(anchors)))
-    hit = _MEMO.get(key)
-    if hit is not None:
-        return hit
-    # Validity at ``now`` is checked by the caller on every call, so the path is cacheable.
-    chain = build_chain(vek, collateral.intermediates, anchors, None, policy=AMD_SIGNATURE_POLICY)
-    info = parse_vek_extensions(vek)
-    result = (chain, info)
-    _MEMO.put(key, result)
-    return result
+_MEMO: _Memo[tuple[Certificate, tuple[Certificate, ...], _ChainWork]] = _Memo()
+_BY_DER: _Memo[_ChainWork] = _Memo()
+
+
+def _chain_for(vek: Certificate, collateral: SnpCollateral, roots: TrustRoots) -> _ChainWork:
+    anchors, pinned = roots.by_fingerprint, roots.key
+    # Fast path: the very same objects as last time (a service keeps them). The memo
+    # holds them, so their ids cannot be reused meanwhile; identity is re-checked.
+    fast_key = (id(vek), id(collateral.intermediates), pinned)
+    hit = _MEMO.get(fast_key)
+    if hit is not None and hit[0] is vek and hit[1] is collateral.intermediates:
+        return hit[2]
+    # Certificates hash and compare by their DER bytes, so they are exact keys.
+    key = ("chain", vek, collateral.intermediates, pinned)
+    work = _BY_DER.get(key)
+    if work is None:
+        # Validity at ``now`` is checked by the caller on every call: the path is cacheable.
+        chain = build_chain(
+            vek, collateral.intermediates, anchors, None, policy=AMD_SIGNATURE_POLICY
+        )
+        info = parse_vek_extensions(vek)
+        try:
+            named: Product | None = (
+                Product.from_name(info.product_name) if info.product_name else None
+            )
+        except ValueError:
+            named = None
+        work = _ChainWork(
+            chain=chain,
+            info=info,
+            vek_cn=common_name(vek.subject),
+            issuer_cn=common_name(chain.issuer_of(0).subject),
+            product=_anchor_product(roots, chain.root),
+            named_product=named,
+            public_key=vek.public_key(),
+        )
+        _BY_DER.put(key, work)
+    _MEMO.put(fast_key, (vek, collateral.intermediates, work))
+    return work
 
 
 def _anchor_product(roots: TrustRoots, root: Certificate) -> Product:
@@ -223,17 +266,31 @@ def _pinned_roots(roots: TrustRoots) -> list[Certificate]:
     return [cert for fp, (_, cert) in roots.anchors.items() if fp in pinned]
 
 
-def _check_signature(report: SnpReport, vek: Certificate) -> None:
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+_CN: _Memo[tuple[Certificate, str]] = _Memo()
+
+
+def _vek_cn(vek: Certificate) -> str:
+    """The VEK's common name, remembered for the same certificate object."""
+    hit = _CN.get((id(vek),))
+    if hit is not None and hit[0] is vek:
+        return hit[1]
+    cn = common_name(vek.subject)
+    _CN.put((id(vek),), (vek, cn))
+    return cn
+
+
+def _check_signature(report: SnpReport, vek: Certificate, work: _ChainWork) -> None:
     if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
         raise SignatureError(
             f"SNP report signature algorithm {report.signature_algo} is not ECDSA P-384/SHA-384"
         )
-    key = vek.public_key()
+    key = work.public_key
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-        raise ChainError(f"{common_name(vek.subject)}: endorsement key is not ECDSA P-384")
+        raise ChainError(f"{work.vek_cn}: endorsement key is not ECDSA P-384")
     sig = encode_dss_signature(report.signature.r, report.signature.s)
     try:
-        key.verify(sig, report.signed_bytes(), ec.ECDSA(hashes.SHA384()))
+        key.verify(sig, report.signed_bytes(), _ECDSA_SHA384)
     except InvalidSignature:
         raise SignatureError(
             "SNP report signature does not verify with the "
@@ -292,7 +349,7 @@ def verify_report(
     vek = collateral.vek
     if vek is None:
         raise VerificationError(f"no {vek_kind} certificate to verify the report with")
-    cn = common_name(vek.subject)
+    cn = _vek_cn(vek)
     if cn != f"SEV-{vek_kind}":
         raise MismatchError(
             f"the report is signed by a {vek_kind} but the certificate given is {cn!r}",
@@ -305,11 +362,12 @@ def verify_report(
             "simulator root is trusted only with --trust-root",
         )
 
-    chain, info = _chain_for(vek, collateral, roots)
-    product = _anchor_product(roots, chain.root)
+    work = _chain_for(vek, collateral, roots)
+    chain, info = work.chain, work.info
+    product = work.product
 
     # Intermediate naming follows the key type: ASK for VCEKs, ASVK (SEV-VLEK-*) for VLEKs.
-    issuer_cn = common_name(chain.issuer_of(0).subject)
+    issuer_cn = work.issuer_cn
     expected_issuer = (
         f"SEV-{product.value}" if signing_key is SigningKey.VCEK else (f"SEV-VLEK-{product.value}")
     )
@@ -322,7 +380,7 @@ def verify_report(
         if crl.issuer == chain.root.subject:
             check_not_revoked(crl, chain.root, chain.certs[:-1], now)
 
-    if not info.product_name or Product.from_name(info.product_name) is not product:
+    if work.named_product is not product:
         raise MismatchError(
             f"{vek_kind} product name {info.product_name!r} does not match the "
             f"{product.value} root it chains to"
@@ -336,7 +394,7 @@ def verify_report(
         # A report without CPUID was parsed with the pre-Turin TCB layout.
         report = SnpReport.from_bytes(report.to_bytes(), product=product)
 
-    _check_signature(report, vek)
+    _check_signature(report, vek, work)
     _check_tcb_binding(report, info, product, vek_kind)
     if signing_key is SigningKey.VCEK:
         _check_hwid(report, info, product)
