@@ -143,3 +143,28 @@ def test_resource_route_never_5xx(client: TestClient, path: list[str], token: st
     headers = {"Authorization": f"Bearer {token}"} if token.isascii() and token.strip() else {}
     r = client.get("/kbs/v0/resource/" + "/".join(path), headers=headers)
     assert r.status_code < 500, r.text
+
+
+def test_expired_sessions_are_swept(tmp_path: Path) -> None:
+    import asyncio
+    import datetime as dt
+
+    from veritee.server import app as app_module
+    from veritee.store.models import SessionRow
+
+    data = tmp_path / "kbs"
+    init_data_dir(data)
+    service = open_service(ServiceConfig.load(data))
+    broker = service.broker
+    broker.auth({"version": "0.4.0", "tee": "snp", "extra-params": ""})
+    real = broker.clock
+    broker.clock = lambda: real() + dt.timedelta(minutes=10)
+
+    async def run_once() -> None:
+        task = asyncio.create_task(app_module._sweep_sessions(service, 0.01))
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(run_once())
+    with service.db.read() as s:
+        assert s.query(SessionRow).count() == 0

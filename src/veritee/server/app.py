@@ -6,10 +6,13 @@ map outcomes to Trustee's error shape. Bad client input never yields a 500.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +113,24 @@ def build_app(service: Service) -> FastAPI:
         return brokers[tenant_of(request.state)]
 
     strict = config.strict_status_codes
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Expired sessions are refused on access; this also removes the rows.
+        task = asyncio.create_task(_sweep_sessions(service, SWEEP_INTERVAL_S))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
         title="veritee",
         version=_version(),
         description="First-party attestation service and key broker (KBS protocol 0.4.0).",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.service = service
     metrics = Metrics()
@@ -409,6 +424,20 @@ def build_app(service: Service) -> FastAPI:
         )
 
     return app
+
+
+SWEEP_INTERVAL_S = 60.0
+
+
+async def _sweep_sessions(service: Service, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await run_in_threadpool(service.broker.sweep_sessions)
+            if removed:
+                log.info("swept %d expired sessions", removed)
+        except Exception:  # the database may be away for a while: try again later
+            log.warning("session sweep failed; will retry")
 
 
 async def _body(request: Request, limit: int) -> bytes:
