@@ -160,11 +160,20 @@ def test_expired_sessions_are_swept(tmp_path: Path) -> None:
     real = broker.clock
     broker.clock = lambda: real() + dt.timedelta(minutes=10)
 
-    async def run_once() -> None:
-        task = asyncio.create_task(app_module._sweep_sessions(service, 0.01))
-        await asyncio.sleep(0.3)
-        task.cancel()
+    def remaining() -> int:
+        with service.db.read() as s:
+            return int(s.query(SessionRow).count())
 
-    asyncio.run(run_once())
-    with service.db.read() as s:
-        assert s.query(SessionRow).count() == 0
+    async def run_until_swept() -> None:
+        task = asyncio.create_task(app_module._sweep_sessions(service, 0.01))
+        try:
+            for _ in range(1000):  # bounded: at most ~10 s on a slow machine
+                if remaining() == 0:
+                    return
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+
+    assert remaining() == 1
+    asyncio.run(run_until_swept())
+    assert remaining() == 0
