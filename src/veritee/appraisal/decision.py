@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
 
-AR4SI_KEYS = (
+#: The eight AR4SI trustworthiness claims (draft-ietf-rats-ar4si).
+AR4SI_KEYS: Final = (
     "instance-identity",
     "configuration",
     "executables",
@@ -16,29 +18,35 @@ AR4SI_KEYS = (
     "sourced-data",
 )
 
-# draft-ietf-rats-ar4si tiers; negative values mirror (vendor-specific) ones.
-_ORDER = {"none": 0, "affirming": 1, "warning": 2, "contraindicated": 3}
+Status: TypeAlias = Literal["none", "affirming", "warning", "contraindicated"]
+STATUSES: Final[tuple[Status, ...]] = ("none", "affirming", "warning", "contraindicated")
 
 
-def tier(value: int) -> str:
-    v = abs(value)
-    if v <= 1:
+def tier(value: object) -> Status:
+    """The AR4SI tier of one claim value (draft-ietf-rats-ar4si 2.3).
+
+    Negative values mirror the positive tiers (vendor-specific codes of the
+    same tier); a value outside -128..127, or one that is not an integer,
+    counts as contraindicated (fail closed).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not -128 <= value <= 127:
+        return "contraindicated"
+    magnitude = abs(value)
+    if magnitude <= 1:
         return "none"
-    if v <= 31:
+    if magnitude <= 31:
         return "affirming"
-    if v <= 95:
+    if magnitude <= 95:
         return "warning"
     return "contraindicated"
 
 
-def status_of(vector: Mapping[str, int]) -> str:
+def status_of(vector: Mapping[str, int]) -> Status:
     """The worst tier of the vector; an empty vector proves nothing ("none")."""
-    worst = "none"
+    worst = 0
     for value in vector.values():
-        t = tier(value)
-        if _ORDER[t] > _ORDER[worst]:
-            worst = t
-    return worst
+        worst = max(worst, STATUSES.index(tier(value)))
+    return STATUSES[worst]
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,15 @@ malformed tokens.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
 import math
-import os
-import re
 import secrets
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from veritee import b64url
+from veritee.appraisal.decision import AR4SI_KEYS, STATUSES, Status, status_of
 from veritee.clock import require_aware
 from veritee.errors import (
     ConfigError,
@@ -48,6 +45,7 @@ from veritee.errors import (
     VerificationError,
 )
 from veritee.jcs import canonicalize
+from veritee.secretfile import read_owner_only, write_new_file
 
 __all__ = [
     "AR4SI_KEYS",
@@ -69,20 +67,7 @@ __all__ = [
 EAR_PROFILE: Final = "tag:github.com,2024:confidential-containers/Trustee"
 DEFAULT_DEVELOPER: Final = "urn:veritee"  # no public project URL yet; never invent one
 
-#: The eight AR4SI trustworthiness claims (draft-ietf-rats-ar4si).
-AR4SI_KEYS: Final = (
-    "instance-identity",
-    "configuration",
-    "executables",
-    "file-system",
-    "hardware",
-    "runtime-opaque",
-    "storage-opaque",
-    "sourced-data",
-)
-
-Status: TypeAlias = Literal["none", "affirming", "warning", "contraindicated"]
-_STATUSES: Final[tuple[Status, ...]] = ("none", "affirming", "warning", "contraindicated")
+_STATUSES = STATUSES
 
 #: Where a KBS finds the TEE key in a token, in the order Trustee tries them.
 TEE_PUBKEY_PATHS: Final[tuple[tuple[str, ...], ...]] = (
@@ -98,7 +83,6 @@ _SIGNATURE_BYTES: Final = 64
 _COORD_BYTES: Final = 32
 MAX_TOKEN_CHARS: Final = 4 * 1024 * 1024
 _MAX_NUMERIC_DATE: Final = 2**53
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _STANDARD_NAMES: Final = frozenset(
     {
         "ear.status",
@@ -112,34 +96,9 @@ _STANDARD_NAMES: Final = frozenset(
 # --- AR4SI ------------------------------------------------------------------
 
 
-def _tier(value: int) -> int:
-    """0 none, 1 affirming, 2 warning, 3 contraindicated (draft-ietf-rats-ar4si 2.3)."""
-    magnitude = abs(value)
-    if value > 127 or value < -128:
-        return 3  # not an AR4SI value: fail closed
-    if magnitude <= 1:
-        return 0
-    if magnitude <= 31:
-        return 1
-    if magnitude <= 95:
-        return 2
-    return 3
-
-
 def status_from_vector(vector: Mapping[str, int]) -> Status:
-    """The worst tier over the vector's claims; ``none`` for an empty vector.
-
-    Negative values mirror the positive tiers (vendor-specific codes of the
-    same tier); a value outside -128..127, or one that is not an integer,
-    counts as contraindicated.
-    """
-    worst = 0
-    for value in vector.values():
-        if isinstance(value, bool) or not isinstance(value, int):
-            worst = 3
-        else:
-            worst = max(worst, _tier(value))
-    return _STATUSES[worst]
+    """The worst tier over the vector's claims; ``none`` for an empty vector."""
+    return status_of(vector)
 
 
 @dataclass(frozen=True)
@@ -225,26 +184,11 @@ class Submod:
 # --- keys -------------------------------------------------------------------
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64url(text: str) -> bytes:
-    """Strict unpadded base64url (alphabet, length, canonical trailing bits)."""
-    if len(text) % 4 == 1 or _B64URL.fullmatch(text) is None:
-        raise ValueError("not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the regex
-        raise ValueError("not unpadded base64url") from None
-    if _b64url(data) != text:
-        raise ValueError("non-canonical base64url")
-    return data
-
-
 def ec_thumbprint(crv: str, x: str, y: str) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url) of an EC key."""
-    return _b64url(hashlib.sha256(canonicalize({"crv": crv, "kty": "EC", "x": x, "y": y})).digest())
+    return b64url.encode(
+        hashlib.sha256(canonicalize({"crv": crv, "kty": "EC", "x": x, "y": y})).digest()
+    )
 
 
 def _p256_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
@@ -252,8 +196,8 @@ def _p256_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     return {
         "kty": "EC",
         "crv": "P-256",
-        "x": _b64url(numbers.x.to_bytes(_COORD_BYTES, "big")),
-        "y": _b64url(numbers.y.to_bytes(_COORD_BYTES, "big")),
+        "x": b64url.encode(numbers.x.to_bytes(_COORD_BYTES, "big")),
+        "y": b64url.encode(numbers.y.to_bytes(_COORD_BYTES, "big")),
     }
 
 
@@ -313,7 +257,7 @@ class TokenSigner:
     @classmethod
     def load_pem(cls, path: Path) -> TokenSigner:
         """Load a PEM private key (PKCS#8 or SEC1) that only its owner can read."""
-        data = _read_owner_only(path, "EAR signing key")
+        data = read_owner_only(path, "EAR signing key")
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
@@ -333,7 +277,7 @@ class TokenSigner:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_new_file(path, data, 0o600, "EAR signing key")
+        write_new_file(path, data, "EAR signing key")
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._key.public_key()
@@ -350,58 +294,18 @@ class TokenSigner:
         """JWS compact serialization over ``payload`` (header must say ES256)."""
         if header.get("alg") != _ALG:
             raise ValueError("TokenSigner signs ES256 only")
-        header_b64 = _b64url(json.dumps(header, separators=(",", ":")).encode("utf-8"))
-        signing_input = f"{header_b64}.{_b64url(payload)}"
+        header_b64 = b64url.encode(json.dumps(header, separators=(",", ":")).encode("utf-8"))
+        signing_input = f"{header_b64}.{b64url.encode(payload)}"
         raw = self._sign_raw(signing_input.encode("ascii"))
         if len(raw) != _SIGNATURE_BYTES:
             raise ConfigError(f"the token signer returned a {len(raw)}-byte ES256 signature")
-        return f"{signing_input}.{_b64url(raw)}"
+        return f"{signing_input}.{b64url.encode(raw)}"
 
     def _sign_raw(self, signing_input: bytes) -> bytes:
         """ECDSA P-256 over SHA-256(``signing_input``), as JWS wants it: r || s, 32 bytes each."""
         der = self._key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         return r.to_bytes(_COORD_BYTES, "big") + s.to_bytes(_COORD_BYTES, "big")
-
-
-def _read_owner_only(path: Path, what: str) -> bytes:
-    """Read a secret file, refusing one that group or others can read (POSIX)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise ConfigError(f"cannot open {what} {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} {path} is not a regular file")
-        if os.name == "posix" and info.st_mode & 0o077:
-            raise ConfigError(
-                f"{what} {path} is readable by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o})",
-                hint=f"chmod 600 {path}",
-            )
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(1 << 20)
-    finally:
-        os.close(fd)
-
-
-def _write_new_file(path: Path, data: bytes, mode: int, what: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise ConfigError(
-            f"{what} {path} already exists; refusing to overwrite it",
-            hint="move the old file away first if you really mean to replace it",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create {what} {path}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, mode)  # umask may only have narrowed it; make it exact
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- issue ------------------------------------------------------------------
@@ -483,7 +387,7 @@ def _key_from_jwk(jwk: Mapping[str, object], position: int) -> ec.EllipticCurveP
     if not isinstance(x, str) or not isinstance(y, str):
         raise ConfigError(f"{where} needs string members x and y")
     try:
-        xb, yb = _unb64url(x), _unb64url(y)
+        xb, yb = b64url.decode(x), b64url.decode(y)
         if len(xb) != _COORD_BYTES or len(yb) != _COORD_BYTES:
             raise ValueError("coordinates must be 32 bytes")
         return ec.EllipticCurvePublicNumbers(
@@ -513,7 +417,7 @@ def _reject_constant(name: str) -> object:
 
 def _json_object(segment: str, what: str) -> dict[str, object]:
     try:
-        raw = _unb64url(segment)
+        raw = b64url.decode(segment)
         value = json.loads(
             raw.decode("utf-8"),
             object_pairs_hook=_reject_duplicates,
@@ -572,7 +476,7 @@ def verify_ear(
     if len(parts) != 3:
         raise VerificationError("attestation token is not a JWS compact serialization")
     header_b64, payload_b64, signature_b64 = parts
-    if _B64URL.fullmatch(payload_b64) is None:
+    if not b64url.is_alphabet(payload_b64):
         # Checked before the signature so the signing input is known to be ASCII.
         raise VerificationError("attestation token payload is not base64url")
 
@@ -588,7 +492,7 @@ def verify_ear(
     thumb, key = _select_key(header, index)
 
     try:
-        signature = _unb64url(signature_b64)
+        signature = b64url.decode(signature_b64)
     except ValueError:
         raise SignatureError("attestation token signature is not base64url") from None
     if len(signature) != _SIGNATURE_BYTES:

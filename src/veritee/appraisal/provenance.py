@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from veritee import b64url
 from veritee.appraisal.ear import TokenSigner
 from veritee.errors import RequestError
 from veritee.jcs import canonicalize
@@ -197,10 +198,6 @@ class Provenance:
         return out
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _unb64url(text: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -263,7 +260,7 @@ class RowSeal:
             return f"sealed by another key (kid {str(header.get('kid'))[:24]}), not this service's"
         if len(raw) != 64:
             return "seal signature is not 64 bytes"
-        signing_input = f"{parts[0]}.{_b64url(self._prefix + payload)}".encode("ascii")
+        signing_input = f"{parts[0]}.{b64url.encode(self._prefix + payload)}".encode("ascii")
         if not _es256_valid(self._public_der, signing_input, raw):
             return "seal does not verify: the row was altered after it was stored"
         return None

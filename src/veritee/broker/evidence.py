@@ -17,8 +17,7 @@ from cryptography.x509 import Certificate
 from cryptography.x509.oid import NameOID
 
 from veritee.collateral import Fetcher
-from veritee.errors import EvidenceFormatError, RequestError
-from veritee.jcs import canonicalize
+from veritee.errors import EvidenceFormatError
 from veritee.pki.certs import common_name, load_certificates
 from veritee.tee.azure.claims import AzureSnpClaims, AzureTdxClaims
 from veritee.tee.azure.evidence import AzureSnpEvidence, AzureTdxEvidence
@@ -74,14 +73,6 @@ class VerifiedEvidence:
 
 
 EvidenceVerifier = Callable[[object, bytes, VerifyContext], VerifiedEvidence]
-
-
-def evidence_digest(evidence: object) -> str:
-    """SHA-384 of the canonical JSON of the evidence: what the audit log records."""
-    try:
-        return hashlib.sha384(canonicalize(evidence)).hexdigest()
-    except (TypeError, ValueError):
-        raise RequestError("evidence is not valid JSON data") from None
 
 
 def _is_simulator_root(cert: Certificate) -> bool:

@@ -46,8 +46,9 @@ from typing import Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from veritee.broker.keyring import KEY_BYTES, aead_unwrap, aead_wrap, write_new_file
+from veritee.broker.keyring import KEY_BYTES, aead_unwrap, aead_wrap
 from veritee.errors import ConfigError, EvidenceFormatError, KeyringUnavailableError
+from veritee.secretfile import write_new_file
 from veritee.tee.tpm.structures import ObjectAttr, TpmAlg, TpmtPublic
 
 __all__ = ["DEFAULT_TCTI", "PcrSelection", "TpmSealedKeyring"]

@@ -14,8 +14,6 @@ Every rejection is a :class:`~veritee.errors.RequestError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Final, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from veritee import b64url
 from veritee.errors import RequestError
 
 __all__ = [
@@ -65,27 +64,8 @@ _SHAPE_HINT = (
 )
 
 
-def b64url_encode(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strict unpadded base64url: alphabet, length and canonical trailing bits.
-
-    Raises ``ValueError``; callers translate it into their own error type. The
-    re-encoding check refuses aliases such as ``"AB"`` vs ``"AA"`` for one byte,
-    which Rust's ``base64`` crate (the peer's decoder) also refuses.
-    """
-    if len(text) % 4 == 1 or _B64URL.fullmatch(text) is None:
-        raise ValueError("not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the regex
-        raise ValueError("not unpadded base64url") from None
-    if b64url_encode(data) != text:
-        raise ValueError("non-canonical base64url (stray trailing bits)")
-    return data
+b64url_encode = b64url.encode
+b64url_decode = b64url.decode
 
 
 def _shown(value: object) -> str:

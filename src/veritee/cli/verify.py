@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from veritee.collateral import FetcherChain, HttpFetcher
 from veritee.collateral.amd_kds import kds_base_from_env
 from veritee.errors import ConfigError
 from veritee.pki.certs import load_certificate
+from veritee.server.bootstrap import cache_dir
 from veritee.tee.snp.claims import SnpClaims
 from veritee.tee.snp.evidence import decode_report_blob
 from veritee.tee.snp.gather import SnpSources, gather_collateral
@@ -21,13 +21,6 @@ from veritee.tee.snp.report import SnpReport
 from veritee.tee.snp.verify import TrustRoots, verify_report
 
 app = typer.Typer(help="Verify evidence against the vendors' roots.", no_args_is_help=True)
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("VERITEE_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veritee"
 
 
 def _read(path: Path, what: str) -> bytes:

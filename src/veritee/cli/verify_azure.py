@@ -20,13 +20,14 @@ from typing import Annotated
 import typer
 
 from veritee.cli import output
-from veritee.cli.verify import app, cache_dir
+from veritee.cli.verify import app
 from veritee.clock import parse_instant, utcnow
 from veritee.collateral import FetcherChain, HttpFetcher
 from veritee.collateral.amd_kds import kds_base_from_env
 from veritee.collateral.intel_pcs import pcs_base_from_env
 from veritee.errors import ConfigError
 from veritee.pki.certs import load_certificate, load_certificates
+from veritee.server.bootstrap import cache_dir
 from veritee.tee.azure.claims import AzureSnpClaims, AzureTdxClaims
 from veritee.tee.azure.evidence import MAX_EVIDENCE_BYTES, AzureSnpEvidence, AzureTdxEvidence
 from veritee.tee.azure.gather import gather_snp_collateral

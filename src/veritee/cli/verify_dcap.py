@@ -15,12 +15,13 @@ from typing import Annotated
 import typer
 
 from veritee.cli import output
-from veritee.cli.verify import app, cache_dir
+from veritee.cli.verify import app
 from veritee.clock import parse_instant, utcnow
 from veritee.collateral import FetcherChain, HttpFetcher
 from veritee.collateral.intel_pcs import pcs_base_from_env
 from veritee.errors import ConfigError
 from veritee.pki.certs import load_certificate, load_certificates
+from veritee.server.bootstrap import cache_dir
 from veritee.tee.dcap.evidence import decode_evidence
 from veritee.tee.dcap.gather import DcapSources, gather_collateral
 from veritee.tee.dcap.quote import Quote

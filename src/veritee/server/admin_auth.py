@@ -9,12 +9,9 @@ contains the token or its signature.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import math
-import re
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,9 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from veritee.broker.keyring import read_owner_only, write_new_file
+from veritee import b64url
 from veritee.clock import require_aware
 from veritee.errors import AuthError, ConfigError
+from veritee.secretfile import read_owner_only, write_new_file
 
 __all__ = [
     "AdminIdentity",
@@ -41,24 +39,6 @@ _ALG: Final = "EdDSA"
 _SIGNATURE_BYTES: Final = 64
 MAX_TOKEN_CHARS: Final = 16 * 1024
 DEFAULT_LEEWAY: Final = dt.timedelta(seconds=30)
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64url(text: str) -> bytes:
-    """Strict unpadded base64url (alphabet, length, canonical trailing bits)."""
-    if len(text) % 4 == 1 or _B64URL.fullmatch(text) is None:
-        raise ValueError("not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the regex
-        raise ValueError("not unpadded base64url") from None
-    if _b64url(data) != text:
-        raise ValueError("non-canonical base64url")
-    return data
 
 
 @dataclass(frozen=True)
@@ -78,7 +58,7 @@ class AdminKeyPair:
         raw = self.public_key.public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        return f"AdminKeyPair(public={_b64url(raw)})"
+        return f"AdminKeyPair(public={b64url.encode(raw)})"
 
     @classmethod
     def generate(cls) -> AdminKeyPair:
@@ -159,11 +139,11 @@ def mint_admin_token(
         "jti": secrets.token_hex(16),
     }
     signing_input = ".".join(
-        _b64url(json.dumps(part, separators=(",", ":")).encode("utf-8"))
+        b64url.encode(json.dumps(part, separators=(",", ":")).encode("utf-8"))
         for part in (header, claims)
     )
     signature = private_key.sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{_b64url(signature)}"
+    return f"{signing_input}.{b64url.encode(signature)}"
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -182,7 +162,7 @@ def _reject_constant(name: str) -> object:
 def _segment(text: str, what: str) -> dict[str, object]:
     try:
         value = json.loads(
-            _unb64url(text).decode("utf-8"),
+            b64url.decode(text).decode("utf-8"),
             object_pairs_hook=_reject_duplicates,
             parse_constant=_reject_constant,
         )
@@ -244,7 +224,7 @@ def verify_admin_token(
     if len(parts) != 3:
         raise AuthError("admin token is not a JWT (expected three dot-separated parts)")
     header_b64, payload_b64, signature_b64 = parts
-    if _B64URL.fullmatch(payload_b64) is None:
+    if not b64url.is_alphabet(payload_b64):
         raise AuthError("admin token payload is not base64url-encoded JSON")
 
     header = _segment(header_b64, "header")
@@ -253,7 +233,7 @@ def verify_admin_token(
     if "crit" in header:
         raise AuthError("admin token has critical header parameters veritee does not support")
     try:
-        signature = _unb64url(signature_b64)
+        signature = b64url.decode(signature_b64)
     except ValueError:
         raise AuthError("admin token signature is not base64url") from None
     if len(signature) != _SIGNATURE_BYTES:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from veritee.clock import utcnow
 from veritee.tee.nitro.document import (
     ALG_ES384,
     DIGEST_SHA384,
@@ -110,7 +111,7 @@ class SimulatedNitroHypervisor:
         cls, *, now: dt.datetime | None = None, instance_id: str | None = None
     ) -> SimulatedNitroHypervisor:
         warnings.warn(SIMULATOR_BANNER, stacklevel=2)
-        start = now or dt.datetime.now(dt.UTC)
+        start = now or utcnow()
         root_key = ec.generate_private_key(ec.SECP384R1())
         inter_key = ec.generate_private_key(ec.SECP384R1())
         leaf_key = ec.generate_private_key(ec.SECP384R1())
