@@ -229,8 +229,10 @@ def _at(epoch: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
-def _read(row: ReferenceValueRow, now: dt.datetime, seal: RowSeal) -> StoredValue:
-    """Decode a row and check its seal; a row that fails either is refused, never raised."""
+def _read(row: ReferenceValueRow, now: dt.datetime | None, seal: RowSeal) -> StoredValue:
+    """Decode a row and check its seal; a row that fails either is refused, never raised.
+
+    With ``now`` None the expiry is not judged (the caller applies it later)."""
     expires = _at(row.expires_at)
     try:
         value = json.loads(row.value_json)
@@ -254,27 +256,44 @@ def _read(row: ReferenceValueRow, now: dt.datetime, seal: RowSeal) -> StoredValu
             problem = "value cannot be canonicalized"
     if problem is not None:
         return StoredValue(rv, "refused", problem, row.updated_at)
-    if row.expires_at <= _epoch(now):
+    if now is not None and row.expires_at <= _epoch(now):
         return StoredValue(rv, "expired", "", row.updated_at)
     return StoredValue(rv, "valid", "", row.updated_at)
 
 
 def load(session: Session, now: dt.datetime, seal: RowSeal) -> LoadedValues:
     """Unexpired values whose seal verifies; refused rows are logged and reported."""
+    return usable(load_sealed(session, seal), now)
+
+
+def load_sealed(session: Session, seal: RowSeal) -> tuple[StoredValue, ...]:
+    """Every row of the tenant with its seal checked, whatever its expiry (cacheable:
+    ``usable`` applies the clock). Rows whose seal fails are logged here."""
     rows = session.execute(
-        select(ReferenceValueRow).where(
-            ReferenceValueRow.tenant == seal.tenant, ReferenceValueRow.expires_at > _epoch(now)
-        )
+        select(ReferenceValueRow)
+        .where(ReferenceValueRow.tenant == seal.tenant)
+        .order_by(ReferenceValueRow.name)
     ).scalars()
+    out = []
+    for row in rows:
+        stored = _read(row, None, seal)
+        if stored.state == "refused":
+            log.warning("reference value %r refused: %s", row.name, stored.problem)
+        out.append(stored)
+    return tuple(out)
+
+
+def usable(stored: Iterable[StoredValue], now: dt.datetime) -> LoadedValues:
+    """What an appraisal at ``now`` may use: unexpired rows; refused ones are reported."""
     valid: dict[str, ReferenceValue] = {}
     refused: dict[str, str] = {}
-    for row in rows:
-        stored = _read(row, now, seal)
-        if stored.state == "valid":
-            valid[row.name] = stored.value
-        elif stored.state == "refused":
-            refused[row.name] = stored.problem
-            log.warning("reference value %r refused: %s", row.name, stored.problem)
+    for sv in stored:
+        if sv.value.expires_at <= now:
+            continue  # expired is not tampered: neither used nor reported
+        if sv.state == "valid":
+            valid[sv.value.name] = sv.value
+        elif sv.state == "refused":
+            refused[sv.value.name] = sv.problem
     return LoadedValues(valid, refused)
 
 

@@ -14,14 +14,20 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from veritee.jcs import canonicalize
-from veritee.store.db import Database
+from veritee.store.db import Database, Tx
 from veritee.store.models import DEFAULT_TENANT, AuditRow
 
 GENESIS = "0" * 64
+_AUDIT: Table = AuditRow.__table__  # type: ignore[assignment]
+_COLUMNS = tuple(c.name for c in _AUDIT.columns)
+_LAST_SQL = "SELECT seq, hash FROM audit_log WHERE tenant = ? ORDER BY seq DESC LIMIT 1"
+_INSERT_SQL = (
+    f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608 - column names from the model
+)
 
 
 @dataclass(frozen=True)
@@ -67,25 +73,9 @@ def _common_fields(row: AuditRow) -> dict[str, object]:
 _PG_AUDIT_LOCK = 0x7665726974656501
 
 
-def append(session: Session, event: AuditEvent, now: int) -> AuditRow:
-    """Append one record in the caller's (write) transaction.
-
-    SQLite write transactions are already exclusive (BEGIN IMMEDIATE); on
-    PostgreSQL a transaction-scoped advisory lock makes concurrent replicas
-    append one at a time, so the chain never forks.
-    """
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        key = _PG_AUDIT_LOCK ^ zlib.crc32(event.tenant.encode())
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-    last = session.execute(
-        select(AuditRow)
-        .where(AuditRow.tenant == event.tenant)
-        .order_by(AuditRow.seq.desc())
-        .limit(1)
-    ).scalar()
-    seq = 1 if last is None else last.seq + 1
-    prev = GENESIS if last is None else last.hash
+def _next_row(event: AuditEvent, now: int, last: tuple[object, ...] | None) -> AuditRow:
+    seq = 1 if last is None else int(str(last[0])) + 1
+    prev = GENESIS if last is None else str(last[1])
     row = AuditRow(
         tenant=event.tenant,
         seq=seq,
@@ -102,15 +92,48 @@ def append(session: Session, event: AuditEvent, now: int) -> AuditRow:
         hash="",
     )
     row.hash = _record_hash(prev, _fields(row))
-    session.add(row)
-    session.flush()
+    return row
+
+
+def _lock_key(tenant: str) -> int:
+    return _PG_AUDIT_LOCK ^ zlib.crc32(tenant.encode())
+
+
+def append(conn: Session | Connection, event: AuditEvent, now: int) -> AuditRow:
+    """Append one record in the caller's (write) transaction.
+
+    SQLite write transactions are already exclusive (BEGIN IMMEDIATE); on
+    PostgreSQL a transaction-scoped advisory lock makes concurrent replicas
+    append one at a time, so the chain never forks.
+    """
+    dialect = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(event.tenant)})
+    last = conn.execute(
+        select(_AUDIT.c.seq, _AUDIT.c.hash)
+        .where(_AUDIT.c.tenant == event.tenant)
+        .order_by(_AUDIT.c.seq.desc())
+        .limit(1)
+    ).first()
+    row = _next_row(event, now, None if last is None else tuple(last))
+    conn.execute(insert(_AUDIT).values({c: getattr(row, c) for c in _COLUMNS}))
+    return row
+
+
+def append_tx(tx: Tx, event: AuditEvent, now: int) -> AuditRow:
+    """``append`` for a raw transaction (the guest hot path), the same rules."""
+    if tx.postgres:
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(event.tenant),))
+    last = tx.one(_LAST_SQL, (event.tenant,))
+    row = _next_row(event, now, last)
+    tx.execute(_INSERT_SQL, [getattr(row, c) for c in _COLUMNS])
     return row
 
 
 def record(db: Database, event: AuditEvent, now: int) -> AuditRow:
     """Append in a transaction of its own (for denials, whose request changes nothing else)."""
-    with db.write() as session:
-        return append(session, event, now)
+    with db.tx(write=True) as tx:
+        return append_tx(tx, event, now)
 
 
 @dataclass(frozen=True)

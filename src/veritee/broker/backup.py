@@ -19,12 +19,12 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import LargeBinary, func, insert, select
+from sqlalchemy import LargeBinary, Table, func, insert, select
 
 from veritee.broker.keyring import Keyring
 from veritee.errors import ConfigError, VerificationError
 from veritee.store.db import Database
-from veritee.store.models import Base
+from veritee.store.models import Base, ConfigGenerationRow
 
 MAGIC = b"VERITEE-BACKUP\x00\x01"
 _AAD = b"veritee-backup/v1"
@@ -37,6 +37,11 @@ class BackupSummary:
     kek_id: str
     created_at: str
 
+
+
+def _backed_up_tables() -> list[Table]:
+    """Every table but the config generation, which is derived (triggers keep it)."""
+    return [t for t in Base.metadata.sorted_tables if t.name != ConfigGenerationRow.__tablename__]
 
 def _encode(value: object) -> object:
     if isinstance(value, bytes):
@@ -54,7 +59,7 @@ def create_backup(db: Database, keyring: Keyring, signer_pem: bytes, out: Path,
                   now: dt.datetime) -> BackupSummary:
     tables: dict[str, list[dict[str, object]]] = {}
     with db.read() as s:
-        for table in Base.metadata.sorted_tables:
+        for table in _backed_up_tables():
             order = list(table.primary_key.columns)
             rows = s.execute(select(table).order_by(*order)).mappings()
             tables[table.name] = [{k: _encode(v) for k, v in row.items()} for row in rows]
@@ -120,17 +125,17 @@ def restore_backup(db: Database, keyring: Keyring, path: Path, *, force: bool = 
     tables = doc["tables"]
     assert isinstance(tables, dict)
     with db.write() as s:
-        for table in Base.metadata.sorted_tables:
+        for table in _backed_up_tables():
             existing = s.execute(select(func.count()).select_from(table)).scalar_one()
             if existing and not force:
                 raise ConfigError(
                     f"table {table.name} is not empty: restore needs a fresh deployment",
                     hint="initialise a new data directory with the same KEK, then restore",
                 )
-        for table in reversed(Base.metadata.sorted_tables):
+        for table in reversed(_backed_up_tables()):
             if force:
                 s.execute(table.delete())
-        for table in Base.metadata.sorted_tables:
+        for table in _backed_up_tables():
             rows = tables.get(table.name, [])
             binary = {c.name for c in table.columns if isinstance(c.type, LargeBinary)}
             decoded = [{k: (_decode(v) if k in binary else v) for k, v in row.items()}

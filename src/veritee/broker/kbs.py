@@ -22,16 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from veritee.appraisal import refvalues
 from veritee.appraisal.attestation import appraise
 from veritee.appraisal.builtin import (
     DEFAULT_ATTESTATION_POLICY_ID,
-    DEFAULT_DEVICE_POLICY_ID,
     RESOURCE_POLICY_ID,
-    default_attestation_policy,
-    default_device_policy,
     default_resource_policy,
 )
 from veritee.appraisal.decision import Decision, Reason, ResourceDecision
@@ -58,6 +55,10 @@ from veritee.broker.evidence import (
 )
 from veritee.broker.jwe import encrypt_for
 from veritee.broker.keyring import Keyring, SealedSecret, seal, unseal
+from veritee.broker.snapshot import (
+    AppraisalSnapshot,
+    SnapshotCache,
+)
 from veritee.broker.teekey import TeePublicKey
 from veritee.clock import utcnow
 from veritee.collateral import Fetcher
@@ -83,6 +84,24 @@ MAX_RESOURCE_BYTES = 1 << 20
 # resource denial can say it (an unregistered EAR extension: negative key).
 REASONS_EXTENSION = "veritee.appraisal-reasons"
 REASONS_KEY = -70100
+# The guest hot path's statements (raw DBAPI, see store.db.Tx).
+_INSERT_SESSION = (
+    "INSERT INTO kbs_sessions (id, tenant, tee, nonce, hash_alg, selected_hash, created_at, "
+    "expires_at, nonce_used, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_GENERATION = "SELECT generation FROM config_generation WHERE id = 1"
+_SELECT_SESSION = (
+    "SELECT id, tenant, tee, nonce, hash_alg, expires_at, nonce_used, token, "
+    "(SELECT generation FROM config_generation WHERE id = 1) FROM kbs_sessions WHERE id = ?"
+)
+# Consuming the nonce is one conditional update: of two concurrent attempts one wins.
+_CONSUME_NONCE = (
+    "UPDATE kbs_sessions SET nonce_used = ?, token = ? "
+    "WHERE id = ? AND nonce_used = ? AND expires_at > ?"
+)
+_SELECT_RESOURCE = (
+    "SELECT kek_id, wrapped_dek, nonce, ciphertext FROM resources WHERE tenant = ? AND path = ?"
+)
 _PATH_PART_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -108,6 +127,18 @@ class Challenge:
     session_id: str
     body: dict[str, object]
     expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    tenant: str
+    tee: str
+    nonce: str
+    hash_alg: str
+    expires_at: int
+    nonce_used: bool
+    token: str | None
 
 
 @dataclass(frozen=True)
@@ -198,6 +229,12 @@ class KeyBroker:
             certs.extend(pool.certs)
             crls.extend(pool.crls)
         self._collateral = CertPool(tuple(certs), tuple(crls))
+        # Not a field: a broker built with other keys gets its own; tenant views share it.
+        self._snapshots = SnapshotCache()
+
+    def snapshot(self, generation: int) -> AppraisalSnapshot:
+        """Policies and reference values as of ``generation`` (cached while it is current)."""
+        return self._snapshots.get(self.db, self.tenant, refstore.seal(self), generation)
 
     # -- RCAR: Request -> Challenge ---------------------------------------------------------
     def auth(self, body: object) -> Challenge:
@@ -220,36 +257,32 @@ class KeyBroker:
         nonce = base64.b64encode(secrets.token_bytes(32)).decode()
         expires = now + self.settings.session_timeout
         alg = selected or HashAlgorithm.SHA384
-        with self.db.write() as s:
-            s.add(
-                SessionRow(
-                    id=session_id,
-                    tenant=self.tenant,
-                    tee=str(tee),
-                    nonce=nonce,
-                    hash_alg=alg.value,
-                    selected_hash=selected is not None,
-                    created_at=_epoch(now),
-                    expires_at=_epoch(expires),
-                    nonce_used=False,
-                    token=None,
-                )
+        with self.db.tx(write=True) as tx:
+            tx.execute(
+                _INSERT_SESSION,
+                (session_id, self.tenant, str(tee), nonce, alg.value, selected is not None,
+                 _epoch(now), _epoch(expires), False, None),
             )
         extra: object = {"selected-hash-algorithm": alg.value} if selected else ""
         return Challenge(session_id, {"nonce": nonce, "extra-params": extra}, expires)
 
     # -- RCAR: Attestation -> Response ---------------------------------------------------------
-    def _load_session(self, session_id: str | None) -> SessionRow:
+    def _load_session(self, session_id: str | None) -> tuple[SessionRecord, int]:
+        """The session and, read in the same statement, the config generation."""
         if not session_id:
             raise AuthError("no kbs-session-id cookie: call /auth first")
         now = _epoch(self.clock())
-        with self.db.read() as s:
-            row = s.get(SessionRow, session_id)
-        if row is None or row.tenant != self.tenant:
+        with self.db.tx(write=False) as tx:
+            row = tx.one(_SELECT_SESSION, (session_id,))
+        if row is None or row[1] != self.tenant:
             raise AuthError("unknown session: call /auth again")
-        if row.expires_at <= now:
+        record = SessionRecord(
+            str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]),
+            bool(row[6]), row[7],
+        )
+        if record.expires_at <= now:
             raise AuthError("session expired: call /auth again")
-        return row
+        return record, int(row[8] or 0)
 
     def attest(self, session_id: str | None, body: object, *, client: str = "") -> AttestResult:
         actor = f"session:{session_id or '-'}"
@@ -260,7 +293,7 @@ class KeyBroker:
             raise
 
     def _attest(self, session_id: str | None, body: object) -> AttestResult:
-        session = self._load_session(session_id)
+        session, generation = self._load_session(session_id)
         if session.nonce_used:
             raise AuthError(
                 "this session's nonce was already used: nonces are single-use, "
@@ -309,12 +342,11 @@ class KeyBroker:
             "init_data_claims": init_data_claims,
             "runtime_data_claims": runtime_claims,
         }
-        with self.db.read() as s:
-            policy = self._attestation_policy(s)
-            # Only values whose seal verifies are used; refused rows are named in the audit.
-            loaded = refvalues.load(s, now, refstore.seal(self))
-            reference = {n: rv.value for n, rv in loaded.valid.items()}
-            device_policy = self._device_policy(s)
+        snap = self.snapshot(generation)
+        policy, device_policy = snap.attestation_policy, snap.device_policy
+        # Only values whose seal verifies are used; refused rows are named in the audit.
+        loaded = snap.reference(now)
+        reference = {n: rv.value for n, rv in loaded.valid.items()}
         decision = appraise(self.engine, policy, input_doc, reference)
         submods = {"cpu0": _submod(decision, input_doc)}
         counters: dict[str, int] = {}
@@ -339,20 +371,12 @@ class KeyBroker:
             issuer=self._issuer(),
             verifier_build=f"veritee {_version()}",
         )
-        with self.db.write() as s:
-            result = s.execute(
-                update(SessionRow)
-                .where(
-                    SessionRow.id == session.id,
-                    SessionRow.nonce_used.is_(False),
-                    SessionRow.expires_at > _epoch(now),
-                )
-                .values(nonce_used=True, token=token)
-            )
-            if getattr(result, "rowcount", 0) != 1:
+        with self.db.tx(write=True) as tx:
+            tx.execute(_CONSUME_NONCE, (True, token, session.id, False, _epoch(now)))
+            if tx.rowcount != 1:
                 raise AuthError("this session's nonce was already used (concurrent replay)")
-            audit.append(
-                s,
+            audit.append_tx(
+                tx,
                 AuditEvent(
                     tenant=self.tenant,
                     actor=f"session:{session.id}",
@@ -374,7 +398,8 @@ class KeyBroker:
                 ),
                 _epoch(now),
             )
-        log.info(
+        # Debug: the audit record is the durable account of every attestation.
+        log.debug(
             "attested session=%s tee=%s status=%s simulated=%s",
             session.id,
             session.tee,
@@ -432,17 +457,24 @@ class KeyBroker:
         return data if isinstance(data, dict) else {}
 
     # -- resources ---------------------------------------------------------------------------
-    def _token_claims(self, session_id: str | None, bearer: str | None) -> dict[str, object]:
+    def _token_claims(
+        self, session_id: str | None, bearer: str | None
+    ) -> tuple[dict[str, object], int]:
+        """The verified token's claims and the config generation."""
         now = self.clock()
         if bearer:
             token = bearer
+            with self.db.tx(write=False) as tx:
+                row = tx.one(_SELECT_GENERATION)
+            generation = int(row[0]) if row else 0
         else:
-            session = self._load_session(session_id)
+            session, generation = self._load_session(session_id)
             if not session.token:
                 raise AuthError("session is not attested: call /attest first")
             token = session.token
         # The issuer names the tenant: a token of one tenant is refused by every other.
-        return verify_ear(token, [self.signer.public_jwk()], now=now, issuer=self._issuer())
+        claims = verify_ear(token, [self.signer.public_jwk()], now=now, issuer=self._issuer())
+        return claims, generation
 
     def get_resource(
         self, path_parts: list[str], *, session_id: str | None, bearer: str | None
@@ -450,8 +482,8 @@ class KeyBroker:
         path = ResourcePath.parse(path_parts)
         actor = f"session:{session_id}" if session_id and not bearer else "bearer"
         try:
-            claims = self._token_claims(session_id, bearer)
-            decision = self._resource_decision(claims, path)
+            claims, generation = self._token_claims(session_id, bearer)
+            decision = self._resource_decision(claims, path, self.snapshot(generation))
             if not decision.allowed:
                 raise PolicyDenied(
                     f"resource policy denies {path}: "
@@ -462,21 +494,21 @@ class KeyBroker:
                 raise AuthError("the token carries no tee-pubkey to encrypt the resource to")
             tee_key = TeePublicKey.from_jwk(jwk)
             now = self.clock()
-            with self.db.write() as s:
-                row = s.get(ResourceRow, (self.tenant, str(path)))
-                if row is None:
-                    raise NotFoundError(f"resource {path} does not exist")
-                sealed = SealedSecret(
-                    kek_id=row.kek_id,
-                    wrapped_dek=row.wrapped_dek,
-                    nonce=row.nonce,
-                    ciphertext=row.ciphertext,
-                )
-                secret = unseal(self.keyring, sealed, path.aad(self.tenant))
-                jwe = encrypt_for(tee_key, secret)
-                del secret
-                audit.append(
-                    s,
+            with self.db.tx(write=False) as tx:
+                row = tx.one(_SELECT_RESOURCE, (self.tenant, str(path)))
+            if row is None:
+                raise NotFoundError(f"resource {path} does not exist")
+            sealed = SealedSecret(
+                kek_id=str(row[0]), wrapped_dek=bytes(row[1]), nonce=bytes(row[2]),
+                ciphertext=bytes(row[3]),
+            )
+            secret = unseal(self.keyring, sealed, path.aad(self.tenant))
+            jwe = encrypt_for(tee_key, secret)
+            del secret
+            # The JWE leaves only once its release is on the audit chain.
+            with self.db.tx(write=True) as tx:
+                audit.append_tx(
+                    tx,
                     AuditEvent(
                         tenant=self.tenant,
                         actor=actor,
@@ -492,17 +524,13 @@ class KeyBroker:
         except VeriteeError as exc:
             self._audit_denial(actor, "release", exc, subject=str(path))
             raise
-        log.info("released resource=%s to=%s", path, actor)
+        log.debug("released resource=%s to=%s", path, actor)
         return jwe
 
     def _resource_decision(
-        self, claims: Mapping[str, object], path: ResourcePath
+        self, claims: Mapping[str, object], path: ResourcePath, snap: AppraisalSnapshot
     ) -> ResourceDecision:
-        with self.db.read() as s:
-            row = s.get(PolicyRow, (self.tenant, "resource", RESOURCE_POLICY_ID))
-        policy = (
-            RegoPolicy.parse(RESOURCE_POLICY_ID, row.body) if row else default_resource_policy()
-        )
+        policy = snap.resource_policy
         data = {
             "plugin": "resource",
             "resource-path": [path.repository, path.type, path.tag],
@@ -524,19 +552,6 @@ class KeyBroker:
         return ResourceDecision(allowed=allowed, policy_hash=policy.sha384, reasons=tuple(reasons))
 
     # -- policies ----------------------------------------------------------------------------
-    def _device_policy(self, s: Any) -> RegoPolicy:
-        row = s.get(PolicyRow, (self.tenant, "attestation", DEFAULT_DEVICE_POLICY_ID))
-        if row is not None:
-            return RegoPolicy.parse(row.policy_id, row.body)
-        return default_device_policy()
-
-    def _attestation_policy(self, s: Any) -> RegoPolicy:
-        for pid in (DEFAULT_ATTESTATION_POLICY_ID, "default"):
-            row = s.get(PolicyRow, (self.tenant, "attestation", pid))
-            if row is not None:
-                return RegoPolicy.parse(row.policy_id, row.body)
-        return default_attestation_policy()
-
     def set_attestation_policy(self, body: object, *, admin: str) -> RegoPolicy:
         req = _obj(body, "attestation policy request")
         if req.get("type", "rego") != "rego":
@@ -731,9 +746,9 @@ def _tee_of(db: Database, session_id: str | None) -> str:
     if not session_id:
         return ""
     try:
-        with db.read() as s:
-            row = s.get(SessionRow, session_id)
-        return row.tee if row else ""
+        with db.tx(write=False) as tx:
+            row = tx.one("SELECT tee FROM kbs_sessions WHERE id = ?", (session_id,))
+        return str(row[0]) if row else ""
     except Exception:  # pragma: no cover
         return ""
 

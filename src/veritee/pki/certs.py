@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -63,7 +64,16 @@ def touch(cert: Certificate, what: str) -> Certificate:
 
 
 def load_certificates(data: bytes, *, what: str = "certificate") -> list[Certificate]:
-    """All certificates in ``data`` (one DER certificate, or any number of PEM blocks)."""
+    """All certificates in ``data`` (one DER certificate, or any number of PEM blocks).
+
+    Memoized by content: every SNP guest sends the same VCEK/ASK/ARK, and a
+    parsed certificate is immutable.
+    """
+    return list(_load_certificates(bytes(data), what))
+
+
+@functools.lru_cache(maxsize=256)
+def _load_certificates(data: bytes, what: str) -> tuple[Certificate, ...]:
     try:
         blocks = _PEM_CERT.findall(data)
         if blocks:
@@ -76,7 +86,7 @@ def load_certificates(data: bytes, *, what: str = "certificate") -> list[Certifi
             certs = [_load_der_cert(data)]
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise EvidenceFormatError(f"{what}: not a valid X.509 certificate ({exc})") from None
-    return [touch(c, what) for c in certs]
+    return tuple(touch(c, what) for c in certs)
 
 
 def load_certificate(data: bytes, *, what: str = "certificate") -> Certificate:

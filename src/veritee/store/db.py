@@ -8,14 +8,15 @@ of failing with "database is locked" when a read transaction upgrades.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -36,6 +37,43 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("veritee_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
+
+
+class Tx:
+    """A DBAPI cursor inside one transaction: the guest hot path's few statements.
+
+    SQL is written once with ``?`` placeholders (PostgreSQL gets ``%s``); going
+    around SQLAlchemy's statement building saves most of a request's database
+    cost. Everything else uses the ORM.
+    """
+
+    def __init__(self, cursor: Any, postgres: bool) -> None:
+        self._cursor = cursor
+        self.postgres = postgres
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Any:
+        if self.postgres:
+            sql = _pg_sql(sql)
+        self._cursor.execute(sql, tuple(params))
+        return self._cursor
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+_PG_SQL: dict[str, str] = {}
+
+
+def _pg_sql(sql: str) -> str:
+    cached = _PG_SQL.get(sql)
+    if cached is None:
+        cached = _PG_SQL[sql] = sql.replace("?", "%s")
+    return cached
 
 
 class Database:
@@ -68,6 +106,7 @@ class Database:
             bind=self.engine.execution_options(veritee_write=True), expire_on_commit=False
         )
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(veritee_write=True)
         self._write_lock = threading.Lock()
 
     @classmethod
@@ -100,6 +139,45 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._reader() as session, session.begin():
             yield session
+
+    @contextmanager
+    def tx(self, *, write: bool) -> Iterator[Tx]:
+        """A raw transaction: committed on success, rolled back on any exception.
+
+        Driver errors come out as SQLAlchemy's ``DBAPIError`` (what the service
+        maps to 503), and a connection the server dropped is not pooled again.
+        """
+        lock: AbstractContextManager[object] = (
+            self._write_lock if write and self.is_sqlite else nullcontext()
+        )
+        dialect = self.engine.dialect
+        with lock:
+            try:
+                conn = self.engine.raw_connection()
+            except dialect.loaded_dbapi.Error as exc:  # the server is away
+                raise DBAPIError.instance(
+                    None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                ) from exc
+            cursor = None
+            try:
+                cursor = conn.cursor()
+                if self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield Tx(cursor, self.is_postgres)
+                conn.commit()
+            except BaseException as exc:
+                dbapi = dialect.loaded_dbapi
+                with suppress(Exception):  # a broken connection is discarded below
+                    conn.rollback()
+                if isinstance(exc, dbapi.Error):
+                    if dialect.is_disconnect(exc, conn.dbapi_connection, cursor):
+                        conn.invalidate(exc)
+                    raise DBAPIError.instance(
+                        None, None, exc, dbapi.Error, dialect=dialect
+                    ) from exc
+                raise
+            finally:
+                conn.close()  # back to the pool
 
     def dispose(self) -> None:
         self.engine.dispose()

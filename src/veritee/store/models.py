@@ -88,3 +88,16 @@ class AuditRow(Base):
     detail_json: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ConfigGenerationRow(Base):
+    """One row whose number triggers bump on any change to policies or reference values.
+
+    Replicas cache what appraisal reads and reload it when the number moves
+    (migration 0004 installs the triggers).
+    """
+
+    __tablename__ = "config_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
