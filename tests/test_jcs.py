@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from veritee import jcs
 from veritee.jcs import MAX_SAFE_INTEGER, canonicalize, format_number
 
 # --- RFC 8785 ---------------------------------------------------------------
@@ -373,10 +374,28 @@ _simple_objects = st.recursive(
 )
 
 
+def _full_scheme(value: object) -> bytes:
+    """The character-by-character implementation, without canonicalize's fast path."""
+    parts: list[str] = []
+    jcs._write(value, parts, set())
+    return "".join(parts).encode("utf-8")
+
+
 @given(_simple_objects)
 def test_matches_sorted_json_dumps_for_ascii_keys(value: dict[str, object]) -> None:
+    # Why canonicalize may hand such documents to the C encoder.
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert canonicalize(value) == expected.encode("utf-8")
+    assert _full_scheme(value) == expected.encode("utf-8")
+    assert jcs._simple(value, 0)
+
+
+@given(_json_values | _simple_objects)
+def test_fast_path_gives_the_full_scheme_bytes(value: object) -> None:
+    try:
+        expected = _full_scheme(value)
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return  # refused values are covered by their own tests
+    assert canonicalize(value) == expected
 
 
 def _utf16_units(text: str) -> list[int]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.orm import Session
@@ -43,18 +43,37 @@ class AuditEvent:
     tenant: str = DEFAULT_TENANT  # each tenant has its own chain
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One appended record, column for column (what ``append`` writes)."""
+
+    tenant: str
+    seq: int
+    ts: int
+    actor: str
+    action: str
+    tee: str
+    subject: str
+    evidence_digest: str
+    policy_hash: str
+    decision: str
+    detail_json: str
+    prev_hash: str
+    hash: str
+
+
 def _record_hash(prev_hash: str, fields: Mapping[str, object]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonicalize(dict(fields))).hexdigest()
 
 
-def _fields(row: AuditRow) -> dict[str, object]:
+def _fields(row: AuditRow | AuditRecord) -> dict[str, object]:
     fields = _common_fields(row)
     if row.tenant != DEFAULT_TENANT:
         fields["tenant"] = row.tenant  # first-party chains hash exactly as before tenants
     return fields
 
 
-def _common_fields(row: AuditRow) -> dict[str, object]:
+def _common_fields(row: AuditRow | AuditRecord) -> dict[str, object]:
     return {
         "seq": row.seq,
         "ts": row.ts,
@@ -73,10 +92,10 @@ def _common_fields(row: AuditRow) -> dict[str, object]:
 _PG_AUDIT_LOCK = 0x7665726974656501
 
 
-def _next_row(event: AuditEvent, now: int, last: tuple[object, ...] | None) -> AuditRow:
+def _next_row(event: AuditEvent, now: int, last: tuple[object, ...] | None) -> AuditRecord:
     seq = 1 if last is None else int(str(last[0])) + 1
     prev = GENESIS if last is None else str(last[1])
-    row = AuditRow(
+    record = AuditRecord(
         tenant=event.tenant,
         seq=seq,
         ts=now,
@@ -91,15 +110,14 @@ def _next_row(event: AuditEvent, now: int, last: tuple[object, ...] | None) -> A
         prev_hash=prev,
         hash="",
     )
-    row.hash = _record_hash(prev, _fields(row))
-    return row
+    return replace(record, hash=_record_hash(prev, _fields(record)))
 
 
 def _lock_key(tenant: str) -> int:
     return _PG_AUDIT_LOCK ^ zlib.crc32(tenant.encode())
 
 
-def append(conn: Session | Connection, event: AuditEvent, now: int) -> AuditRow:
+def append(conn: Session | Connection, event: AuditEvent, now: int) -> AuditRecord:
     """Append one record in the caller's (write) transaction.
 
     SQLite write transactions are already exclusive (BEGIN IMMEDIATE); on
@@ -120,7 +138,7 @@ def append(conn: Session | Connection, event: AuditEvent, now: int) -> AuditRow:
     return row
 
 
-def append_tx(tx: Tx, event: AuditEvent, now: int) -> AuditRow:
+def append_tx(tx: Tx, event: AuditEvent, now: int) -> AuditRecord:
     """``append`` for a raw transaction (the guest hot path), the same rules."""
     if tx.postgres:
         tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(event.tenant),))
@@ -130,7 +148,7 @@ def append_tx(tx: Tx, event: AuditEvent, now: int) -> AuditRow:
     return row
 
 
-def record(db: Database, event: AuditEvent, now: int) -> AuditRow:
+def record(db: Database, event: AuditEvent, now: int) -> AuditRecord:
     """Append in a transaction of its own (for denials, whose request changes nothing else)."""
     with db.tx(write=True) as tx:
         return append_tx(tx, event, now)

@@ -7,6 +7,7 @@ checks that the evidence's report data binds this session's runtime data.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -75,6 +76,7 @@ class VerifiedEvidence:
 EvidenceVerifier = Callable[[object, bytes, VerifyContext], VerifiedEvidence]
 
 
+@functools.lru_cache(maxsize=256)
 def _is_simulator_root(cert: Certificate) -> bool:
     org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return (

@@ -19,8 +19,13 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----\s+.+?-----END X509 CRL-----", re.DOTALL)
 
 
+@functools.lru_cache(maxsize=1024)
 def fingerprint(cert: Certificate) -> str:
-    """SHA-256 of the DER encoding, lowercase hex: the form roots are pinned by."""
+    """SHA-256 of the DER encoding, lowercase hex: the form roots are pinned by.
+
+    Memoized: certificates hash and compare by their DER, and the same few are
+    checked on every attestation.
+    """
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -30,16 +30,6 @@ from veritee.broker import refstore
 from veritee.broker.kbs import KeyBroker
 from veritee.clock import utcnow
 from veritee.errors import (
-    AuthError,
-    CollateralUnavailableError,
-    EvidenceFormatError,
-    KeyringUnavailableError,
-    NotFoundError,
-    PolicyDenied,
-    PolicyError,
-    ProtocolVersionError,
-    RequestError,
-    VerificationError,
     VeriteeError,
 )
 from veritee.server import openapi as oa
@@ -47,53 +37,20 @@ from veritee.server import tenants
 from veritee.server.admin_auth import verify_admin_token
 from veritee.server.bootstrap import Service, open_service
 from veritee.server.config import ServiceConfig
+from veritee.server.guest import POSTGRES_THREADS, GuestApi
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
+from veritee.server.kbs_errors import ERROR_TYPE, KbsHttpError, map_error
 from veritee.server.openapi import spec
 from veritee.server.tenants import TenantPaths, tenant_of
 from veritee.store.models import DEFAULT_TENANT
 
 log = logging.getLogger("veritee.server")
-ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
-COOKIE = "kbs-session-id"
 # PEM public keys of the builders whose signed reference-value statements are accepted.
 TRUSTED_BUILDERS_DIR = "trusted-builders"
 
 
-class KbsHttpError(Exception):
-    def __init__(self, status: int, variant: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.variant = variant
-        self.detail = detail
-
-
 def _error(status: int, variant: str, detail: str) -> JSONResponse:
     return JSONResponse({"type": ERROR_TYPE + variant, "detail": detail}, status_code=status)
-
-
-def _map(exc: VeriteeError, *, area: str, strict: bool) -> KbsHttpError:
-    """Trustee's variants; 401 everywhere unless strict status codes are on."""
-    detail = str(exc)
-    if isinstance(exc, KeyringUnavailableError):
-        return KbsHttpError(503, "PluginInternalError", "key store unavailable, retry later")
-    if isinstance(exc, PolicyDenied):
-        return KbsHttpError(403 if strict else 401, "PolicyDeny", detail)
-    if isinstance(exc, NotFoundError):
-        return KbsHttpError(404 if strict else 401, "PluginInternalError", detail)
-    if isinstance(exc, PolicyError):
-        return KbsHttpError(400 if strict else 401, "PolicyEngineError", detail)
-    if isinstance(exc, AuthError):
-        variant = "AdminAuthAccess" if area == "admin" else "TokenNotFound"
-        return KbsHttpError(401, variant, detail)
-    if isinstance(exc, ProtocolVersionError):
-        return KbsHttpError(401, "AttestationError", detail)
-    if area == "resource" and isinstance(exc, VerificationError):
-        return KbsHttpError(401, "TokenVerifierError", detail)
-    if isinstance(exc, EvidenceFormatError | VerificationError | CollateralUnavailableError):
-        return KbsHttpError(401, "AttestationError", detail)
-    if isinstance(exc, RequestError):
-        return KbsHttpError(400 if strict else 401, "SerdeError", detail)
-    return KbsHttpError(401, "PluginInternalError", detail)
 
 
 def create_app(config: ServiceConfig, *, trust_simulator: bool | None = None) -> FastAPI:
@@ -135,6 +92,16 @@ def build_app(service: Service) -> FastAPI:
     app.state.service = service
     metrics = Metrics()
     app.state.metrics = metrics
+    # The guest routes (auth, attest, resource): plain ASGI, innermost of our middleware
+    # (added first: Starlette wraps later additions around earlier ones).
+    app.add_middleware(
+        GuestApi,
+        brokers=brokers,
+        strict=strict,
+        max_body=config.max_body_bytes,
+        metrics=metrics,
+        threads=0 if service.db.is_sqlite else POSTGRES_THREADS,
+    )
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -212,60 +179,9 @@ def build_app(service: Service) -> FastAPI:
         try:
             return await run_in_threadpool(fn, *args, **kwargs)
         except VeriteeError as exc:
-            mapped = _map(exc, area=area, strict=strict)
+            mapped = map_error(exc, area=area, strict=strict)
             log.info("refused %s: %s (%s)", area, exc.code, mapped.variant)
             raise mapped from None
-
-    # -- guest routes -------------------------------------------------------------------------
-    @app.post("/kbs/v0/auth", **spec(oa.AUTH_REQUEST, oa.CHALLENGE, errors=oa.GUEST_ERRORS))
-    async def auth(request: Request) -> Response:
-        body = await body_json(request)
-        challenge = await run("attest", tb(request).auth, body)
-        response = JSONResponse(challenge.body)
-        _set_cookie(response, challenge.session_id, challenge.expires_at)
-        return response
-
-    @app.post(
-        "/kbs/v0/attest",
-        **spec(oa.ATTESTATION, oa.TOKEN, errors=oa.GUEST_ERRORS, params=[oa.COOKIE]),
-    )
-    async def attest(request: Request) -> Response:
-        body = await body_json(request)
-        session_id = request.cookies.get(COOKIE)
-        try:
-            result = await run("attest", tb(request).attest, session_id, body)
-        except KbsHttpError:
-            metrics.attestations.labels("unknown", "refused").inc()
-            raise
-        metrics.attestations.labels(result.evidence.tee, result.decision.status).inc()
-        response = JSONResponse({"token": result.token})
-        if session_id:
-            response.headers["set-cookie"] = f"{COOKIE}={session_id}"
-        return response
-
-    @app.get(
-        "/kbs/v0/resource/{repository}/{rtype}/{tag}",
-        **spec(None, oa.JWE, errors=oa.GUEST_ERRORS, params=[oa.COOKIE, oa.BEARER]),
-    )
-    async def get_resource(request: Request, repository: str, rtype: str, tag: str) -> Response:
-        bearer = None
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            bearer = token.strip()
-        try:
-            jwe = await run(
-                "resource",
-                tb(request).get_resource,
-                [repository, rtype, tag],
-                session_id=request.cookies.get(COOKIE),
-                bearer=bearer,
-            )
-        except KbsHttpError as exc:
-            metrics.releases.labels(exc.variant).inc()
-            raise
-        metrics.releases.labels("released").inc()
-        return JSONResponse(jwe)
 
     # -- admin routes ---------------------------------------------------------------------------
     @app.post(
@@ -423,6 +339,19 @@ def build_app(service: Service) -> FastAPI:
             {"status": "ready" if ok else "not ready", **status}, status_code=200 if ok else 503
         )
 
+    def openapi_document() -> dict[str, Any]:
+        # The guest routes are plain ASGI (server/guest.py): described here, with the rest.
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )
+            for path, operations in oa.guest_paths().items():
+                doc["paths"].setdefault(path, {}).update(operations)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi_document  # type: ignore[method-assign]
     return app
 
 
@@ -452,12 +381,6 @@ async def _body(request: Request, limit: int) -> bytes:
             raise KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _set_cookie(response: Response, session_id: str, expires: Any) -> None:
-    # Trustee sets only Expires (no Path/Secure/HttpOnly); guests parse exactly this.
-    stamp = email.utils.format_datetime(expires, usegmt=True)
-    response.headers["set-cookie"] = f"{COOKIE}={session_id}; Expires={stamp}"
 
 
 def _version() -> str:

@@ -186,3 +186,31 @@ def spec(
         {"description": "ok", **_json(response)} if response is not None else {"description": "ok"}
     )
     return {"openapi_extra": extra, "responses": responses}
+
+
+def _operation(summary: str, op_id: str, parts: dict[str, Any]) -> dict[str, Any]:
+    responses = {str(code): value for code, value in parts["responses"].items()}
+    return {"summary": summary, "operationId": op_id, **parts["openapi_extra"],
+            "responses": responses}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def guest_paths() -> dict[str, dict[str, Any]]:
+    """OpenAPI path items of the guest routes, which are served outside FastAPI."""
+    resource = spec(None, JWE, errors=GUEST_ERRORS, params=[COOKIE, BEARER])
+    resource["openapi_extra"]["parameters"] = [
+        _path_param("repository"), _path_param("rtype"), _path_param("tag"),
+        *resource["openapi_extra"]["parameters"],
+    ]
+    return {
+        "/kbs/v0/auth": {"post": _operation(
+            "Auth", "auth", spec(AUTH_REQUEST, CHALLENGE, errors=GUEST_ERRORS))},
+        "/kbs/v0/attest": {"post": _operation(
+            "Attest", "attest",
+            spec(ATTESTATION, TOKEN, errors=GUEST_ERRORS, params=[COOKIE]))},
+        "/kbs/v0/resource/{repository}/{rtype}/{tag}": {"get": _operation(
+            "Get Resource", "get_resource", resource)},
+    }
