@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import warnings
 from collections.abc import Iterator
@@ -284,3 +285,53 @@ def test_sigkill_of_a_replica_under_load_loses_nothing(postgres: Postgres, tmp_p
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+def test_generation_triggers_on_postgres(postgres: Postgres) -> None:
+    from sqlalchemy import text
+
+    db = Database(postgres.createdb("generation"))
+    db.migrate()
+
+    def generation() -> int:
+        with db.read() as s:
+            return int(s.execute(text("SELECT generation FROM config_generation")).scalar_one())
+
+    seen = [generation()]
+    for sql in (
+        "INSERT INTO policies (tenant, kind, policy_id, body, sha384, updated_at) "
+        "VALUES ('default', 'resource', 'p', 'package policy', 'x', 0)",
+        "UPDATE policies SET body = 'package policy\n'",
+        "DELETE FROM policies",
+        "INSERT INTO reference_values (tenant, name, value_json, expires_at, source, updated_at) "
+        "VALUES ('default', 'n', '[]', 0, 's', 0)",
+        "TRUNCATE reference_values",
+    ):
+        with db.write() as s:
+            s.execute(text(sql))
+        seen.append(generation())
+    assert all(b > a for a, b in itertools.pairwise(seen)), seen
+    db.dispose()
+
+
+def test_reference_value_removed_at_one_replica_is_refused_at_the_other(
+    replicas: tuple[Kbs, Kbs, SimulatedSnpPlatform],
+) -> None:
+    a, b, platform = replicas
+    provider = SimulatedSnpProvider(platform, measurement=GOOD_MEASUREMENT)
+    with KbsClient(a.url) as c:  # A has the values cached now
+        c.attest(provider)
+        assert c.get_resource("default/disk/key") == SECRET
+    removed = httpx.delete(f"{b.url}/kbs/v0/reference-value/snp_launch_measurement",
+                           headers=b.admin_headers(), timeout=30)
+    assert removed.status_code == 200, removed.text
+    try:
+        with KbsClient(a.url) as c:
+            c.attest(provider)  # a token, but not an affirming one
+            with pytest.raises(KbsRefused):
+                c.get_resource("default/disk/key")
+    finally:
+        _provision(b)  # put the module's shared state back
+    with KbsClient(a.url) as c:
+        c.attest(provider)
+        assert c.get_resource("default/disk/key") == SECRET
