@@ -31,10 +31,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))
 
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from kbs_load import MEASUREMENT, SECRET, free_port  # noqa: E402
+from kbs_load import (  # noqa: E402
+    MEASUREMENT,
+    SECRET,
+    Http11,
+    _check,
+    free_port,
+    raise_rate_limits,
+)
 from veritee.attester.jwe import decrypt  # noqa: E402
 from veritee.attester.providers import SimulatedSnpProvider  # noqa: E402
 from veritee.broker.binding import HashAlgorithm, expected_report_data, primary_digest  # noqa: E402
@@ -47,49 +55,50 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 DURATION = float(os.environ.get("BENCH_SECONDS", "12"))
 
 
-async def flow(client: httpx.AsyncClient, bases: list[str], i: int,
-               provider: SimulatedSnpProvider) -> None:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    jwk = TeePublicKey.from_public_key(key.public_key())
-    a, b = bases[i % len(bases)], bases[(i + 1) % len(bases)]
-    r = await client.post(f"{a}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp",
-                                                     "extra-params": ""})
-    r.raise_for_status()
-    cookie = {"Cookie": f"kbs-session-id={r.cookies['kbs-session-id']}"}
-    nonce = r.json()["nonce"]
+async def flow(conns: list[Http11], i: int, provider: SimulatedSnpProvider,
+               key: ec.EllipticCurvePrivateKey, jwk: TeePublicKey) -> None:
+    """auth at one replica, attest at the next, resource back at the first."""
+    a, b = conns[i % len(conns)], conns[(i + 1) % len(conns)]
+    status, headers, data = await a.request(
+        "POST", "/kbs/v0/auth", b'{"version":"0.4.0","tee":"snp","extra-params":""}')
+    _check(status, data, "auth")
+    session = headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    nonce = json.loads(data)["nonce"]
     evidence = provider.evidence(
         expected_report_data(primary_digest(nonce, jwk, "", HashAlgorithm.SHA384), 64))
-    r = await client.post(f"{b}/kbs/v0/attest", headers=cookie, json={
+    body = json.dumps({
         "runtime-data": {"nonce": nonce, "tee-pubkey": jwk.canonical_jwk()},
-        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}})
-    r.raise_for_status()
-    r = await client.get(f"{a}/kbs/v0/resource/default/load/secret", headers=cookie)
-    r.raise_for_status()
-    if decrypt(r.json(), key) != SECRET:
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}).encode()
+    status, _, data = await b.request("POST", "/kbs/v0/attest", body, cookie=session)
+    _check(status, data, "attest")
+    status, _, data = await a.request(
+        "GET", "/kbs/v0/resource/default/load/secret", cookie=session)
+    _check(status, data, "resource")
+    if decrypt(json.loads(data), key) != SECRET:
         raise RuntimeError("wrong secret")
 
 
-def clients(bases: list[str], platform_dir: str, guests: int, until: float,
+def clients(ports: list[int], platform_dir: str, guests: int, until: float,
             out: mp.Queue) -> None:  # type: ignore[type-arg]
     provider = SimulatedSnpProvider(load_platform(Path(platform_dir)), measurement=MEASUREMENT)
     lat: list[float] = []
-    errors = 0
+    errors: list[str] = []
 
     async def guest(g: int) -> None:
-        nonlocal errors
         i = g
-        async with httpx.AsyncClient(timeout=30) as client:
-            while time.time() < until:
-                t0 = time.perf_counter()
-                try:
-                    await flow(client, bases, i, provider)
-                except Exception:  # counted and reported
-                    errors += 1
-                else:
-                    lat.append(time.perf_counter() - t0)
-                i += 1
+        conns = [Http11("127.0.0.1", p) for p in ports]
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = TeePublicKey.from_public_key(key.public_key())
+        while time.time() < until:
+            t0 = time.perf_counter()
+            try:
+                await flow(conns, i, provider, key, jwk)
+            except Exception as exc:  # counted and reported
+                errors.append(f"{type(exc).__name__}: {exc}")
+                conns = [Http11("127.0.0.1", p) for p in ports]
+            else:
+                lat.append(time.perf_counter() - t0)
+            i += 1
 
     async def main() -> None:
         await asyncio.gather(*(guest(g) for g in range(guests)))
@@ -138,6 +147,8 @@ def provision(base: str, data: Path, platform: SimulatedSnpPlatform) -> None:
 def run(name: str, dirs: list[Path], platform: SimulatedSnpPlatform, platform_dir: Path
         ) -> tuple[str, float, float, int, int]:
     ports = [free_port() for _ in dirs]
+    for d in dirs:
+        raise_rate_limits(d)
     procs = [serve(d, p) for d, p in zip(dirs, ports, strict=True)]
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     try:
@@ -145,24 +156,23 @@ def run(name: str, dirs: list[Path], platform: SimulatedSnpPlatform, platform_di
             wait_ready(b)
         provision(bases[0], dirs[0], platform)
         q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-        warm = mp.Process(target=clients, args=(bases, str(platform_dir), 2, time.time() + 3, q))
+        warm = mp.Process(target=clients, args=(ports, str(platform_dir), 4, time.time() + 3, q))
         warm.start()
-        q.get()
+        _, warm_errors = q.get()
         warm.join()
+        if warm_errors:
+            sys.exit(f"{name}: warm-up failed: {warm_errors[0]}")
         until = time.time() + DURATION
         t0 = time.perf_counter()
-        workers = [mp.Process(target=clients, args=(bases, str(platform_dir), CONCURRENCY // 2,
-                                                    until, q)) for _ in range(2)]
-        for w in workers:
-            w.start()
-        lat: list[float] = []
-        errors = 0
-        for _ in workers:
-            got, err = q.get()
-            lat += got
-            errors += err
-        for w in workers:
-            w.join()
+        # One load-generator process: the guests are its asyncio tasks (see kbs_load.py).
+        worker = mp.Process(target=clients,
+                            args=(ports, str(platform_dir), CONCURRENCY, until, q))
+        worker.start()
+        lat, failures = q.get()
+        worker.join()
+        errors = len(failures)
+        if failures:
+            print(f"{name}: first error: {failures[0]}")
         elapsed = time.perf_counter() - t0
     finally:
         for p in procs:

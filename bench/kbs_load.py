@@ -210,6 +210,15 @@ def client_process(host: str, port: int, platform_dir: str, guests: int, until: 
     out.put((flow_latencies, request_latencies, errors, time.process_time() - cpu0))
 
 
+def raise_rate_limits(data: Path) -> None:
+    """Every simulated guest connects from 127.0.0.1: the per-client rate limit (meant for
+    one misbehaving address) would throttle the whole fleet, so benchmarks raise it."""
+    config = data / "config.toml"
+    config.write_text(config.read_text()
+                      .replace("rate_limit_per_s = 100\n", "rate_limit_per_s = 1000000\n")
+                      .replace("rate_limit_burst = 200\n", "rate_limit_burst = 1000000\n"))
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -222,12 +231,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="veritee-bench-"))
     data = tmp / "kbs"
     init_data_dir(data)
-    # Every simulated guest connects from 127.0.0.1: the per-client rate limit (meant for
-    # one misbehaving address) would throttle the whole fleet, so it is raised here.
-    config = data / "config.toml"
-    config.write_text(config.read_text()
-                      .replace("rate_limit_per_s = 100\n", "rate_limit_per_s = 1000000\n")
-                      .replace("rate_limit_burst = 200\n", "rate_limit_burst = 1000000\n"))
+    raise_rate_limits(data)
     platform = SimulatedSnpPlatform.generate(rsa_bits=2048)
     save_platform(platform, tmp / "platform")
     port = free_port()

@@ -177,3 +177,46 @@ def test_expired_sessions_are_swept(tmp_path: Path) -> None:
     assert remaining() == 1
     asyncio.run(run_until_swept())
     assert remaining() == 0
+
+
+@pytest.mark.parametrize("value", ["true", "-2", "1.5", '"four"', "257"])
+def test_guest_threads_must_be_a_small_integer(tmp_path: Path, value: str) -> None:
+    from veritee.errors import ConfigError
+
+    data = tmp_path / "kbs"
+    init_data_dir(data)
+    config = data / "config.toml"
+    config.write_text(config.read_text().replace("guest_threads = -1", f"guest_threads = {value}"))
+    with pytest.raises(ConfigError, match="guest_threads"):
+        ServiceConfig.load(data)
+
+
+def test_guest_threads_default_and_override() -> None:
+    from veritee.server.guest import POSTGRES_THREADS, default_threads
+
+    assert default_threads(sqlite=True, configured=-1) == 0  # inline on the event loop
+    assert default_threads(sqlite=False, configured=-1) == POSTGRES_THREADS
+    assert default_threads(sqlite=True, configured=3) == 3
+    assert default_threads(sqlite=False, configured=0) == 0
+
+
+@pytest.mark.parametrize("threads", [0, 3])
+def test_guest_routes_answer_inline_and_on_threads(tmp_path: Path, threads: int) -> None:
+    data = tmp_path / "kbs"
+    init_data_dir(data)
+    config = data / "config.toml"
+    text = config.read_text().replace("guest_threads = -1", f"guest_threads = {threads}")
+    config.write_text(text)
+    service = open_service(ServiceConfig.load(data))
+    with TestClient(build_app(service)) as client:
+        ok = client.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"})
+        assert ok.status_code == 200 and len(ok.json()["nonce"]) == 44
+        assert ok.headers["set-cookie"].startswith("kbs-session-id=")
+        assert ok.headers["x-content-type-options"] == "nosniff"  # edge middleware applies
+        old = client.post("/kbs/v0/auth", json={"version": "0.3.0", "tee": "snp"})
+        assert old.status_code == 401 and "0.4.0" in old.json()["detail"]
+        assert client.get("/kbs/v0/auth").status_code == 405
+        no_session = client.get("/kbs/v0/resource/a/b/c")
+        assert no_session.status_code == 401
+        assert no_session.json()["type"].endswith("TokenNotFound")
+    service.db.dispose()

@@ -38,7 +38,7 @@ from veritee.server import tenants
 from veritee.server.admin_auth import verify_admin_token
 from veritee.server.bootstrap import Service, open_service
 from veritee.server.config import ServiceConfig
-from veritee.server.guest import POSTGRES_THREADS, GuestApi
+from veritee.server.guest import GuestApi, default_threads
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
 from veritee.server.kbs_errors import ERROR_TYPE, KbsHttpError, map_error
 from veritee.server.openapi import spec
@@ -85,6 +85,7 @@ def build_app(service: Service) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            gc.unfreeze()  # an embedding process (tests, the demo) collects them again
 
     app = FastAPI(
         title="veritee",
@@ -105,7 +106,7 @@ def build_app(service: Service) -> FastAPI:
         strict=strict,
         max_body=config.max_body_bytes,
         metrics=metrics,
-        threads=0 if service.db.is_sqlite else POSTGRES_THREADS,
+        threads=default_threads(sqlite=service.db.is_sqlite, configured=config.guest_threads),
     )
     if config.cors_origins:
         app.add_middleware(

@@ -31,6 +31,9 @@ rate_limit_per_s = 100
 rate_limit_burst = 200
 # Browser origins allowed by CORS; empty = CORS off.
 cors_origins = []
+# Threads per worker for guest requests: -1 = automatic (none on SQLite: they run on
+# the event loop; 2 on PostgreSQL). Raise it for a database far away on the network.
+guest_threads = -1
 # One JSON object per log line (with request ids); false = plain text.
 json_logs = true
 
@@ -266,6 +269,12 @@ def parse_token_signer(sec: Mapping[str, object], data_dir: Path, where: str) ->
     raise ConfigError(f'{where}: type must be "file" or "pkcs11", not {kind!r}')
 
 
+def _guest_threads(value: object, path: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= 256:
+        raise ConfigError(f"{path}: server.guest_threads must be -1 (automatic) or 0..256")
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     data_dir: Path
@@ -278,6 +287,7 @@ class ServiceConfig:
     rate_limit_per_s: float = 100.0
     rate_limit_burst: int = 200
     cors_origins: tuple[str, ...] = ()
+    guest_threads: int = -1  # -1: automatic (server/guest.py)
     json_logs: bool = True
     session_timeout: dt.timedelta = dt.timedelta(minutes=5)
     token_ttl: dt.timedelta = dt.timedelta(minutes=5)
@@ -387,6 +397,7 @@ class ServiceConfig:
             rate_limit_per_s=number(server, "rate_limit_per_s", 100),
             rate_limit_burst=int(number(server, "rate_limit_burst", 200)),
             cors_origins=strings(server, "cors_origins"),
+            guest_threads=_guest_threads(server.get("guest_threads", -1), path),
             json_logs=flag(server, "json_logs", True),
             session_timeout=dt.timedelta(minutes=number(kbs, "session_timeout_minutes", 5)),
             token_ttl=dt.timedelta(minutes=number(kbs, "token_ttl_minutes", 5)),

@@ -38,8 +38,15 @@ RESOURCE = "/kbs/v0/resource/"
 # Broker calls block on the database and burn CPU on crypto and policy. On SQLite
 # (local, one writer, microseconds a statement) they run inline on the event loop:
 # threads would only contend for the GIL, which measured 30-40% more CPU a flow.
-# PostgreSQL waits on the network, so there they run on this many threads.
-POSTGRES_THREADS = 8
+# PostgreSQL waits on the network, so there a few threads overlap the waits (2 was
+# best on loopback in bench/ha_load.py; server.guest_threads sets another number).
+POSTGRES_THREADS = 2
+
+
+def default_threads(*, sqlite: bool, configured: int) -> int:
+    if configured >= 0:
+        return configured
+    return 0 if sqlite else POSTGRES_THREADS
 
 T = TypeVar("T")
 
