@@ -192,12 +192,12 @@ def test_guest_threads_must_be_a_small_integer(tmp_path: Path, value: str) -> No
 
 
 def test_guest_threads_default_and_override() -> None:
-    from veritee.server.guest import POSTGRES_THREADS, default_threads
+    from veritee.server.guest import IO_THREADS, default_threads
 
-    assert default_threads(sqlite=True, configured=-1) == 0  # inline on the event loop
-    assert default_threads(sqlite=False, configured=-1) == POSTGRES_THREADS
-    assert default_threads(sqlite=True, configured=3) == 3
-    assert default_threads(sqlite=False, configured=0) == 0
+    assert default_threads(local_only=True, configured=-1) == 0  # inline on the event loop
+    assert default_threads(local_only=False, configured=-1) == IO_THREADS
+    assert default_threads(local_only=True, configured=3) == 3
+    assert default_threads(local_only=False, configured=0) == 0
 
 
 @pytest.mark.parametrize("threads", [0, 3])

@@ -37,7 +37,7 @@ from veritee.server import openapi as oa
 from veritee.server import tenants
 from veritee.server.admin_auth import verify_admin_token
 from veritee.server.bootstrap import Service, open_service
-from veritee.server.config import ServiceConfig
+from veritee.server.config import FileKeyringConfig, FileTokenSignerConfig, ServiceConfig
 from veritee.server.guest import GuestApi, default_threads
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
 from veritee.server.kbs_errors import ERROR_TYPE, KbsHttpError, map_error
@@ -106,7 +106,7 @@ def build_app(service: Service) -> FastAPI:
         strict=strict,
         max_body=config.max_body_bytes,
         metrics=metrics,
-        threads=default_threads(sqlite=service.db.is_sqlite, configured=config.guest_threads),
+        threads=default_threads(local_only=_local_only(service), configured=config.guest_threads),
     )
     if config.cors_origins:
         app.add_middleware(
@@ -362,6 +362,18 @@ def build_app(service: Service) -> FastAPI:
 
 
 SWEEP_INTERVAL_S = 60.0
+
+
+def _local_only(service: Service) -> bool:
+    """Does a guest request touch nothing but local files (no network, no device)?"""
+    config = service.config
+    keyrings = (config.keyring_config.primary, config.keyring_config.previous)
+    return (
+        service.db.is_sqlite
+        and not config.fetch
+        and all(k is None or isinstance(k, FileKeyringConfig) for k in keyrings)
+        and isinstance(config.token_signer_config, FileTokenSignerConfig)
+    )
 
 
 async def _sweep_sessions(service: Service, interval: float) -> None:

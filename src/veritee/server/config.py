@@ -31,8 +31,8 @@ rate_limit_per_s = 100
 rate_limit_burst = 200
 # Browser origins allowed by CORS; empty = CORS off.
 cors_origins = []
-# Threads per worker for guest requests: -1 = automatic (none on SQLite: they run on
-# the event loop; 2 on PostgreSQL). Raise it for a database far away on the network.
+# Threads per worker for guest requests: -1 = automatic (none when everything is local:
+# SQLite, key files, no fetching; else 2). Raise it for a database or HSM far away.
 guest_threads = -1
 # One JSON object per log line (with request ids); false = plain text.
 json_logs = true

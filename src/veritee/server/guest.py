@@ -35,18 +35,20 @@ COOKIE = "kbs-session-id"
 AUTH = "/kbs/v0/auth"
 ATTEST = "/kbs/v0/attest"
 RESOURCE = "/kbs/v0/resource/"
-# Broker calls block on the database and burn CPU on crypto and policy. On SQLite
-# (local, one writer, microseconds a statement) they run inline on the event loop:
-# threads would only contend for the GIL, which measured 30-40% more CPU a flow.
-# PostgreSQL waits on the network, so there a few threads overlap the waits (2 was
-# best on loopback in bench/ha_load.py; server.guest_threads sets another number).
-POSTGRES_THREADS = 2
+# Broker calls block on the database and burn CPU on crypto and policy. When all
+# they touch is local (SQLite, a key file, no collateral fetching) they run inline
+# on the event loop: threads would only contend for the GIL, which measured 30-40%
+# more CPU a flow. PostgreSQL, an HSM, a TPM or vendor fetches wait on I/O, so then
+# a few threads overlap the waits (2 was best on loopback PostgreSQL in
+# bench/ha_load.py; server.guest_threads sets another number).
+IO_THREADS = 2
 
 
-def default_threads(*, sqlite: bool, configured: int) -> int:
+def default_threads(*, local_only: bool, configured: int) -> int:
     if configured >= 0:
         return configured
-    return 0 if sqlite else POSTGRES_THREADS
+    return 0 if local_only else IO_THREADS
+
 
 T = TypeVar("T")
 
