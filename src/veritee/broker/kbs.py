@@ -55,10 +55,7 @@ from veritee.broker.evidence import (
 )
 from veritee.broker.jwe import encrypt_for
 from veritee.broker.keyring import Keyring, SealedSecret, seal, unseal
-from veritee.broker.snapshot import (
-    AppraisalSnapshot,
-    SnapshotCache,
-)
+from veritee.broker.snapshot import AppraisalSnapshot, SnapshotCache
 from veritee.broker.teekey import TeePublicKey
 from veritee.clock import utcnow
 from veritee.collateral import Fetcher
