@@ -142,6 +142,9 @@ reference = st.fixed_dictionaries({
 })
 
 ADVERSARIAL = [
+    # Trustee's default resource policy: one literal path, so decisions repeat.
+    _policy('default allow := false\n\nallow if {\n'
+            '\tinput["submods"]["cpu0"]["ear.status"] == "affirming"\n}\n'),
     # A guard whose value is compared: must not be reduced to "present".
     _policy('allow if {\n\tinput.snp == {"measurement": "ab"}\n}\n'),
     # Presence guard plus a value read through the same prefix.
