@@ -293,3 +293,37 @@ def test_tenant_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tenant", "add", "default", "--data-dir", str(tmp_path / "d")]) == 1
     assert main(["tenant", "list", "--data-dir", str(tmp_path / "d")]) == 0
     assert "/t/acme/kbs/v0" in capsys.readouterr().out
+
+
+def test_a_tenant_added_while_serving_is_served_without_restart(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    data = tmp_path / "kbs"
+    init_data_dir(data)
+    service = open_service(ServiceConfig.load(data), trust_simulator=True)
+    try:
+        with TestClient(build_app(service)) as client:
+            auth = {"version": "0.4.0", "tee": "snp"}
+            assert client.post("/t/newco/kbs/v0/auth", json=auth).status_code == 404
+            add_tenant(data, "newco")
+            time.sleep(1.1)  # unknown names trigger at most one rescan a second
+            assert client.post("/t/newco/kbs/v0/auth", json=auth).status_code == 200
+            newco = AdminKeyPair.load(data / "tenants" / "newco" / "admin.key")
+            token = mint_admin_token(newco.private_key, now=dt.datetime.now(dt.UTC),
+                                     ttl=dt.timedelta(minutes=5))
+            put = client.post("/t/newco/kbs/v0/resource/default/disk/key", content=b"n",
+                              headers={"Authorization": f"Bearer {token}"})
+            assert put.status_code == 200, put.text
+            # Its key is newco's only: the first party refuses it.
+            other = client.post("/kbs/v0/resource/default/disk/key", content=b"n",
+                                headers={"Authorization": f"Bearer {token}"})
+            assert other.status_code == 401
+            # A tenant whose directory is removed stops being served at the next rescan.
+            for f in (data / "tenants" / "newco").iterdir():
+                f.unlink()
+            (data / "tenants" / "newco").rmdir()
+            time.sleep(1.1)
+            assert client.post("/t/gone/kbs/v0/auth", json=auth).status_code == 404  # rescans
+            assert client.post("/t/newco/kbs/v0/auth", json=auth).status_code == 404
+    finally:
+        service.db.dispose()

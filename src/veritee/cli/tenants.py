@@ -18,7 +18,7 @@ def tenant_add(
     name: Annotated[str, typer.Argument(help="Tenant name (lowercase letters, digits, -).")],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
 ) -> None:
-    """Create a tenant with its own admin key pair (restart `veritee serve` to serve it)."""
+    """Create a tenant with its own admin key pair (a running `veritee serve` picks it up)."""
     from veritee.server import tenants
 
     directory = tenants.add(data_dir, name)

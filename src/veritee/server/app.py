@@ -42,7 +42,7 @@ from veritee.server.guest import GuestApi, default_threads
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
 from veritee.server.kbs_errors import ERROR_TYPE, KbsHttpError, map_error
 from veritee.server.openapi import spec
-from veritee.server.tenants import TenantPaths, tenant_of
+from veritee.server.tenants import TenantPaths, TenantRegistry, tenant_of
 from veritee.store.models import DEFAULT_TENANT
 
 log = logging.getLogger("veritee.server")
@@ -62,13 +62,11 @@ def create_app(config: ServiceConfig, *, trust_simulator: bool | None = None) ->
 def build_app(service: Service) -> FastAPI:
     config = service.config
     broker = service.broker
-    hosted = tenants.discover(config.data_dir)
-    brokers = {DEFAULT_TENANT: broker, **{t: broker.for_tenant(t) for t in hosted}}
-    admin_keys = {DEFAULT_TENANT: service.admin_keys, **hosted}
+    registry = TenantRegistry(config.data_dir, broker, service.admin_keys, broker.for_tenant)
 
     def tb(request: Request) -> KeyBroker:
         """The broker of the tenant this request is addressed to."""
-        return brokers[tenant_of(request.state)]
+        return registry.broker(tenant_of(request.state))
 
     strict = config.strict_status_codes
     @contextlib.asynccontextmanager
@@ -102,7 +100,7 @@ def build_app(service: Service) -> FastAPI:
     # (added first: Starlette wraps later additions around earlier ones).
     app.add_middleware(
         GuestApi,
-        brokers=brokers,
+        brokers=registry.broker,
         strict=strict,
         max_body=config.max_body_bytes,
         metrics=metrics,
@@ -121,8 +119,7 @@ def build_app(service: Service) -> FastAPI:
         limiter=RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
         limited_routes=frozenset({"/kbs/v0/auth", "/kbs/v0/attest"}),
     )
-    if hosted:
-        app.add_middleware(TenantPaths, tenants=frozenset(hosted))
+    app.add_middleware(TenantPaths, registry=registry)
     if config.insecure_allow_all:
         log.warning("ADMIN AUTHENTICATION IS OFF (insecure_allow_all): anyone can change secrets")
     if broker.settings.trust_simulator:
@@ -147,7 +144,7 @@ def build_app(service: Service) -> FastAPI:
             )
         try:
             identity = verify_admin_token(
-                token.strip(), list(admin_keys[tenant_of(request.state)]), now=utcnow()
+                token.strip(), list(registry.admin_keys(tenant_of(request.state))), now=utcnow()
             )
         except VeriteeError as exc:
             raise KbsHttpError(401, "AdminAuthAccess", str(exc)) from None

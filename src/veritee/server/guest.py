@@ -16,7 +16,7 @@ import email.utils
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -64,7 +64,7 @@ class GuestApi:
         self,
         app: ASGIApp,
         *,
-        brokers: Mapping[str, KeyBroker],
+        brokers: Callable[[str], KeyBroker],
         strict: bool,
         max_body: int,
         metrics: Metrics,
@@ -160,7 +160,7 @@ class GuestApi:
     def _broker(self, scope: Scope) -> KeyBroker:
         state = scope.get("state")
         tenant = state.get("veritee_tenant") if isinstance(state, dict) else None
-        return self.brokers[tenant if isinstance(tenant, str) else DEFAULT_TENANT]
+        return self.brokers(tenant if isinstance(tenant, str) else DEFAULT_TENANT)
 
     async def _run(self, area: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

@@ -10,9 +10,13 @@ keyed by its name; its tokens carry its issuer and are refused elsewhere.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -20,6 +24,8 @@ from veritee.errors import ConfigError
 from veritee.server.admin_auth import AdminKeyPair
 from veritee.store.models import DEFAULT_TENANT
 
+log = logging.getLogger("veritee.server")
+B = TypeVar("B")
 TENANT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 TENANTS_DIR = "tenants"
 
@@ -57,17 +63,80 @@ def add(data_dir: Path, name: str) -> Path:
     return directory
 
 
+class TenantRegistry(Generic[B]):
+    """The tenants being served, each with its broker view and admin keys.
+
+    ``veritee tenant add`` needs no restart: a request for a name not known yet
+    looks at ``DATA_DIR/tenants`` again (at most once a second, so unknown names
+    cannot turn into a directory scan per request). A tenant whose directory is
+    gone stops being served at that rescan.
+    """
+
+    RESCAN_S = 1.0
+
+    def __init__(
+        self,
+        data_dir: Path,
+        default: B,
+        default_keys: tuple[Ed25519PublicKey, ...],
+        view: Callable[[str], B],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._dir = data_dir
+        self._default = (default, default_keys)
+        self._view = view
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._served: dict[str, tuple[B, tuple[Ed25519PublicKey, ...]]] = {}
+        self._scanned = float("-inf")
+        self._scan(strict=True)
+
+    def _scan(self, *, strict: bool) -> None:
+        try:
+            found = discover(self._dir)
+        except ConfigError:
+            if strict:
+                raise
+            log.warning("tenant directory has an invalid entry; keeping the tenants served")
+            return
+        served = {DEFAULT_TENANT: self._default}
+        for name, keys in found.items():
+            old = self._served.get(name)
+            served[name] = (old[0] if old else self._view(name), keys)
+        self._served = served  # swapped whole: readers never see a half-built map
+
+    def known(self, name: str) -> bool:
+        if name in self._served:
+            return True
+        with self._lock:
+            if self._clock() - self._scanned >= self.RESCAN_S:
+                self._scanned = self._clock()
+                self._scan(strict=False)
+        return name in self._served
+
+    def hosted(self) -> list[str]:
+        return sorted(n for n in self._served if n != DEFAULT_TENANT)
+
+    def broker(self, name: str) -> B:
+        return self._served[name][0]
+
+    def admin_keys(self, name: str) -> tuple[Ed25519PublicKey, ...]:
+        return self._served[name][1]
+
+
 class TenantPaths:
     """ASGI middleware: ``/t/<tenant>/kbs/...`` is served as ``/kbs/...`` for that tenant."""
 
-    def __init__(self, app: Any, tenants: frozenset[str]) -> None:
+    def __init__(self, app: Any, registry: TenantRegistry[Any]) -> None:
         self.app = app
-        self.tenants = tenants
+        self.registry = registry
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/t/"):
             name, _, tail = scope["path"][3:].partition("/")
-            if name not in self.tenants or not tail.startswith("kbs/"):
+            if name == DEFAULT_TENANT or not self.registry.known(name) or not tail.startswith(
+                "kbs/"
+            ):
                 await _not_found(send)
                 return
             path = "/" + tail
