@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from veritee.broker import audit
 from veritee.broker.audit import AuditEvent, verify_chain
@@ -220,3 +221,79 @@ def test_guest_routes_answer_inline_and_on_threads(tmp_path: Path, threads: int)
         assert no_session.status_code == 401
         assert no_session.json()["type"].endswith("TokenNotFound")
     service.db.dispose()
+
+
+def _rehash_everything_after(path: Path, seq: int) -> None:
+    """What an attacker with write access does: change a record, recompute the chain."""
+    db = Database.sqlite(path)
+    rows = list(audit.iter_rows(db))
+    prev = rows[seq - 2].hash if seq > 1 else audit.GENESIS
+    con = sqlite3.connect(path)
+    for row in rows[seq - 1 :]:
+        actor = "mallory" if row.seq == seq else row.actor
+        fields = audit._fields(row)
+        fields["actor"] = actor
+        new = audit._record_hash(prev, fields)
+        con.execute("UPDATE audit_log SET actor=?, prev_hash=?, hash=? WHERE seq=?",
+                    (actor, prev, new, row.seq))
+        prev = new
+    con.commit()
+    con.close()
+    db.dispose()
+
+
+def test_an_anchor_detects_truncation_and_rehashing(tmp_path: Path) -> None:
+    path = _chain(tmp_path)
+    db = Database.sqlite(path)
+    anchor = audit.head(db)
+    assert anchor is not None and anchor.seq == 5
+    assert audit.check_anchor(db, anchor) is None
+    assert audit.Anchor.parse(str(anchor)) == anchor
+    assert audit.Anchor.parse(f"{anchor.seq}:{anchor.hash}") == anchor  # default tenant
+
+    # Deleting the newest records leaves a chain that verifies: only the anchor tells.
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM audit_log WHERE seq >= 4")
+    con.commit()
+    con.close()
+    assert verify_chain(db).ok
+    problem = audit.check_anchor(db, anchor)
+    assert problem is not None and "truncated" in problem and "ends at record 3" in problem
+    db.dispose()
+
+
+def test_an_anchor_detects_a_rewritten_and_rehashed_record(tmp_path: Path) -> None:
+    path = _chain(tmp_path)
+    db = Database.sqlite(path)
+    anchor = audit.head(db)
+    assert anchor is not None
+    _rehash_everything_after(path, 2)
+    assert verify_chain(db).ok  # internally consistent again
+    problem = audit.check_anchor(db, anchor)
+    assert problem is not None and "rewritten" in problem
+    db.dispose()
+
+
+@pytest.mark.parametrize("text", ["", "5", "x:5:ab", "default:0:" + "a" * 64, "1:" + "A" * 64])
+def test_malformed_anchors_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="anchor"):
+        audit.Anchor.parse(text)
+
+
+def test_cli_audit_head_and_expect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from veritee.cli.main import main
+
+    data = tmp_path / "kbs"
+    init_data_dir(data)
+    db = Database(ServiceConfig.load(data).db_url)
+    for i in range(3):
+        audit.record(db, AuditEvent(actor=f"a{i}", action="attest", decision="allow"), 1000 + i)
+    assert main(["audit", "head", "--data-dir", str(data)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("default:3:")
+    assert main(["audit", "verify", "--data-dir", str(data), "--expect", line]) == 0
+    with db.write() as s:
+        s.execute(text("DELETE FROM audit_log WHERE seq = 3"))
+    assert main(["audit", "verify", "--data-dir", str(data), "--expect", line]) == 3
+    assert main(["audit", "verify", "--data-dir", str(data), "--expect", "nonsense"]) != 0
+    db.dispose()

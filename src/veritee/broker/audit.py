@@ -212,3 +212,70 @@ def verify_chain(db: Database, tenant: str = DEFAULT_TENANT) -> ChainReport:
         prev = row.hash
         expected_seq += 1
     return ChainReport(count, None, "chain intact")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head written down outside the database (``veritee audit head``).
+
+    The chain alone cannot show that its newest records were deleted, or that
+    someone with write access rewrote a record and re-hashed everything after
+    it. A head kept elsewhere can: the record it names must still be there,
+    with the same hash.
+    """
+
+    tenant: str
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.tenant}:{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        parts = text.strip().split(":")
+        if len(parts) == 2:
+            parts.insert(0, DEFAULT_TENANT)
+        if (
+            len(parts) != 3
+            or not parts[1].isdigit()
+            or int(parts[1]) < 1
+            or len(parts[2]) != 64
+            or not all(c in "0123456789abcdef" for c in parts[2])
+        ):
+            raise ValueError("an audit anchor is [TENANT:]SEQ:SHA256HEX, as `audit head` prints")
+        return cls(parts[0], int(parts[1]), parts[2])
+
+
+def head(db: Database, tenant: str = DEFAULT_TENANT) -> Anchor | None:
+    """The newest record of a tenant's chain, to write down elsewhere."""
+    with db.read() as session:
+        row = session.execute(
+            select(_AUDIT.c.seq, _AUDIT.c.hash)
+            .where(_AUDIT.c.tenant == tenant)
+            .order_by(_AUDIT.c.seq.desc())
+            .limit(1)
+        ).first()
+    return None if row is None else Anchor(tenant, int(row[0]), str(row[1]))
+
+
+def check_anchor(db: Database, anchor: Anchor) -> str | None:
+    """None when the chain still holds the anchored record unchanged, else what is wrong."""
+    with db.read() as session:
+        found = session.execute(
+            select(_AUDIT.c.hash).where(
+                _AUDIT.c.tenant == anchor.tenant, _AUDIT.c.seq == anchor.seq
+            )
+        ).scalar()
+        last = session.execute(
+            select(_AUDIT.c.seq)
+            .where(_AUDIT.c.tenant == anchor.tenant)
+            .order_by(_AUDIT.c.seq.desc())
+            .limit(1)
+        ).scalar()
+    if found is None:
+        ends = f"the chain ends at record {last}" if last is not None else "the chain is empty"
+        return f"record {anchor.seq} is gone ({ends}): the log was truncated"
+    if found != anchor.hash:
+        return f"record {anchor.seq} no longer has the anchored hash: the log was rewritten"
+    return None

@@ -533,12 +533,24 @@ def attest(
 @audit_app.command("verify")
 def audit_verify(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
+    expect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect",
+            help="A head written down earlier ([TENANT:]SEQ:HASH from `audit head`): that "
+            "record must still be there, unchanged (detects truncation and re-hashing).",
+        ),
+    ] = None,
 ) -> None:
     """Check the hash chain of every tenant's audit log; name the first broken record."""
-    from veritee.broker.audit import tenants, verify_chain
+    from veritee.broker.audit import Anchor, check_anchor, tenants, verify_chain
     from veritee.server.config import ServiceConfig
     from veritee.store.db import Database
 
+    try:
+        anchors = [Anchor.parse(text) for text in expect or []]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     db = Database(ServiceConfig.load(data_dir).db_url)
     broken = []
     for tenant in tenants(db) or ["default"]:
@@ -549,8 +561,29 @@ def audit_verify(
         else:
             broken.append(f"audit chain{label} broken at record {report.first_broken}: "
                           f"{report.reason}")
+    for anchor in anchors:
+        problem = check_anchor(db, anchor)
+        if problem is None:
+            output.out.print(f"[green]anchor holds[/]: {anchor}")
+        else:
+            broken.append(f"anchor {anchor}: {problem}")
     if broken:
         raise _AuditBroken("; ".join(broken))
+
+
+@audit_app.command("head")
+def audit_head(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
+) -> None:
+    """Print each chain's newest record as TENANT:SEQ:HASH, to keep somewhere else."""
+    from veritee.broker.audit import head, tenants
+    from veritee.server.config import ServiceConfig
+    from veritee.store.db import Database
+
+    db = Database(ServiceConfig.load(data_dir).db_url)
+    for tenant in tenants(db) or ["default"]:
+        anchor = head(db, tenant)
+        print(anchor if anchor is not None else f"{tenant}: empty chain")
 
 
 @audit_app.command("show")
