@@ -238,3 +238,22 @@ def test_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture
     key = (tmp_path / "d" / "kek.key").read_bytes()
     assert main(["init", str(tmp_path / "d")]) == 1
     assert (tmp_path / "d" / "kek.key").read_bytes() == key
+
+
+def _auth_count(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text  # a new connection: any worker answers
+    for line in text.splitlines():
+        if line.startswith('veritee_request_seconds_count{') and 'route="/kbs/v0/auth"' in line \
+                and 'status="2xx"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_sum_every_worker(served: tuple[str, Path, dict[str, str]]) -> None:
+    url, _, _ = served
+    before = _auth_count(url)
+    for _ in range(40):  # each on its own connection, so both workers serve some
+        r = httpx.post(f"{url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"}, timeout=10)
+        assert r.status_code == 200
+    # Whichever worker answers /metrics, it reports the requests of both.
+    assert {_auth_count(url) for _ in range(6)} == {before + 40}

@@ -143,6 +143,11 @@ def serve(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     os.environ["VERITEE_DATA_DIR"] = str(data_dir.resolve())
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write their counters to files here; /metrics sums them (hardening.Metrics).
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="veritee-metrics-")
     if trust_simulator:
         os.environ["VERITEE_TRUST_SIMULATOR"] = "1"
     scheme = "https" if config.tls else "http"

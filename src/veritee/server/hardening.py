@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,7 +37,13 @@ SECURITY_HEADERS = [
 
 
 class Metrics:
-    """Prometheus metrics of one process (each worker exports its own)."""
+    """Prometheus metrics of the service.
+
+    With several workers (``veritee serve --workers N``) ``PROMETHEUS_MULTIPROC_DIR``
+    is set and every worker writes its counters there, so ``/metrics`` answers the
+    sum over all workers whichever of them serves it. (The collateral cache
+    counters stay per worker.)
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -66,6 +73,20 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The text exposition: this process's registry, or every worker's."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            merged.register(_CollateralCacheCollector())
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class _CollateralCacheCollector:
