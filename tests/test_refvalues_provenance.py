@@ -314,3 +314,49 @@ def test_ed25519_signed_statement_is_accepted_too() -> None:
                              _statement(REFERENCE_VALUES_PREDICATE, {"m": [1]}), [(key, "")])
     verified = verify_envelope(envelope, [TrustedKey.from_pem(pem, "ed")])
     assert [v.name for v in reference_values_from(verified, now=NOW, actor="a")] == ["m"]
+
+
+def test_reseal_after_the_token_signer_changed(tmp_path: Path) -> None:
+    import shutil
+
+    from veritee.broker.audit import iter_rows
+    from veritee.cli.main import main
+    from veritee.server.bootstrap import init_data_dir, open_service
+    from veritee.server.config import ServiceConfig
+
+    data = tmp_path / "kbs"
+    config = init_data_dir(data)
+    service = open_service(config)
+    payload = base64.b64encode(json.dumps({"m": [MEASUREMENT], "n": [1]}).encode()).decode()
+    service.broker.register_reference_values(
+        {"version": "0.1.0", "type": "sample", "payload": payload}, admin="admin:t"
+    )
+    service.db.dispose()
+    with service.db.write() as s:  # one row edited behind the API: must stay refused
+        s.execute(text("UPDATE reference_values SET value_json = '[2]' WHERE name = 'n'"))
+    old_key = tmp_path / "old-signer.pem"
+    shutil.copy(config.token_key_path, old_key)
+    config.token_key_path.unlink()
+    TokenSigner.generate().save_pem(config.token_key_path)  # the signer is replaced
+
+    def loaded() -> refvalues.LoadedValues:
+        fresh = open_service(ServiceConfig.load(data))
+        with fresh.db.read() as s:
+            result = refvalues.load(s, dt.datetime.now(dt.UTC), RowSeal(fresh.broker.signer))
+        fresh.db.dispose()
+        return result
+
+    before = loaded()
+    assert before.valid == {} and "another key" in before.refused["m"]
+    assert main(["rv", "reseal", "--data-dir", str(data), "--previous-signer", str(old_key)]) == 0
+    after = loaded()
+    assert set(after.valid) == {"m"} and after.valid["m"].value == [MEASUREMENT]
+    assert "n" in after.refused  # its old seal never matched the edited value
+    db = Database(config.db_url)
+    record = [r for r in iter_rows(db) if r.action == "admin.reseal_reference_values"][-1]
+    assert json.loads(record.detail_json)["resealed"] == ["m"]
+    db.dispose()
+    # The current key is not a previous one; a missing file is a clear error.
+    args = ["rv", "reseal", "--data-dir", str(data), "--previous-signer"]
+    assert main([*args, str(config.token_key_path)]) != 0
+    assert main([*args, str(tmp_path / "missing.pem")]) != 0

@@ -297,6 +297,34 @@ def usable(stored: Iterable[StoredValue], now: dt.datetime) -> LoadedValues:
     return LoadedValues(valid, refused)
 
 
+def reseal(session: Session, old: RowSeal, new: RowSeal) -> tuple[list[str], dict[str, str]]:
+    """After the token signer changed: re-seal, under ``new``, every row ``old`` sealed.
+
+    A row whose seal does not verify under the old key either (edited in the
+    database, never sealed) is left as it is and reported: it stays refused.
+    Rows already sealed by the new key are skipped. Returns (resealed, refused).
+    """
+    if old.tenant != new.tenant:
+        raise ValueError("both seals must be of the same tenant")
+    rows = session.execute(
+        select(ReferenceValueRow)
+        .where(ReferenceValueRow.tenant == new.tenant)
+        .order_by(ReferenceValueRow.name)
+    ).scalars()
+    resealed: list[str] = []
+    refused: dict[str, str] = {}
+    for row in rows:
+        if _read(row, None, new).state == "valid":
+            continue
+        stored = _read(row, None, old)
+        if stored.state != "valid":
+            refused[row.name] = stored.problem
+            continue
+        row.signature = new.seal(stored.value.payload())
+        resealed.append(row.name)
+    return resealed, refused
+
+
 def all_valid(session: Session, now: dt.datetime, seal: RowSeal) -> dict[str, ReferenceValue]:
     return dict(load(session, now, seal).valid)
 

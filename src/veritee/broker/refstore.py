@@ -14,18 +14,20 @@ from typing import TYPE_CHECKING
 
 from veritee.appraisal import refvalues
 from veritee.appraisal.dsse import Envelope, TrustedKey, verify_envelope
+from veritee.appraisal.ear import TokenSigner
 from veritee.appraisal.intoto import reference_values_from
 from veritee.appraisal.provenance import RowSeal
 from veritee.broker import audit
 from veritee.broker.audit import AuditEvent
 from veritee.errors import NotFoundError, RequestError, VerificationError, VeriteeError
+from veritee.store.db import Database
 
 if TYPE_CHECKING:
     from veritee.broker.kbs import KeyBroker
 
 log = logging.getLogger("veritee.refstore")
 
-__all__ = ["get", "import_statement", "list_values", "register", "remove", "seal"]
+__all__ = ["get", "import_statement", "list_values", "register", "remove", "reseal", "seal"]
 
 _DIGEST_ALGS = ("sha256", "sha384", "sha512")
 
@@ -189,3 +191,29 @@ def remove(broker: KeyBroker, name: str, *, admin: str) -> None:
             ),
             _epoch(now),
         )
+
+
+def reseal(
+    db: Database, old: TokenSigner, new: TokenSigner, tenant: str, *, admin: str, now: dt.datetime
+) -> tuple[list[str], dict[str, str]]:
+    """Re-seal a tenant's reference values after the token signer changed (audited).
+
+    Running services notice (the config generation moves) and use the values
+    again at once; rows the old key did not seal stay refused and are reported.
+    """
+    with db.write() as s:
+        resealed, refused = refvalues.reseal(s, RowSeal(old, tenant), RowSeal(new, tenant))
+        if resealed or refused:
+            audit.append(
+                s,
+                AuditEvent(
+                    tenant=tenant,
+                    actor=admin,
+                    action="admin.reseal_reference_values",
+                    decision="allow",
+                    detail={"resealed": resealed, "refused": sorted(refused),
+                            "old_kid": old.kid, "new_kid": new.kid},
+                ),
+                _epoch(now),
+            )
+    return resealed, refused

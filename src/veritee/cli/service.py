@@ -402,6 +402,53 @@ def rv_remove(kbs: KbsOpt, admin_key: AdminKeyOpt, name: Annotated[str, typer.Ar
     output.out.print(f"[green]removed[/] {name}")
 
 
+@rv_app.command("reseal")
+def rv_reseal(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")],
+    previous_signer: Annotated[
+        Path, typer.Option("--previous-signer", help="The token-signing key (PEM) used before.")
+    ],
+) -> None:
+    """After replacing the token-signing key: re-seal the stored reference values.
+
+    Works on the database directly, also while the service runs (it picks the
+    values up at once). Values the previous key did not seal stay refused.
+    """
+    import datetime as dt
+
+    from rich.table import Table
+
+    from veritee.appraisal.ear import TokenSigner
+    from veritee.broker import refstore
+    from veritee.server.bootstrap import open_token_signer
+    from veritee.server.config import ServiceConfig
+    from veritee.server.tenants import discover
+    from veritee.store.db import Database
+
+    config = ServiceConfig.load(data_dir)
+    try:
+        old = TokenSigner.load_pem(previous_signer)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot read the previous signer key {previous_signer}: {exc}",
+            hint="pass the PEM file the service signed with before the change",
+        ) from None
+    new = open_token_signer(config.token_signer_config)
+    if old.kid == new.kid:
+        raise ConfigError("the previous signer is the current one: nothing to re-seal")
+    db = Database(config.db_url)
+    table = Table(title="re-sealed reference values")
+    for column in ("tenant", "re-sealed", "still refused"):
+        table.add_column(column)
+    now = dt.datetime.now(dt.UTC)
+    for tenant in ["default", *discover(data_dir)]:
+        resealed, refused = refstore.reseal(db, old, new, tenant, admin="admin:cli", now=now)
+        table.add_row(tenant, str(len(resealed)),
+                      "; ".join(f"{n}: {why}" for n, why in refused.items()) or "-")
+    db.dispose()
+    output.out.print(table)
+
+
 @policy_app.command("test")
 def policy_test(
     policy: Annotated[Path, typer.Argument(help="Rego attestation policy file.")],
