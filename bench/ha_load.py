@@ -39,13 +39,11 @@ from kbs_load import (  # noqa: E402
     MEASUREMENT,
     SECRET,
     Http11,
-    _check,
     free_port,
+    one_flow,
     raise_rate_limits,
 )
-from veritee.attester.jwe import decrypt  # noqa: E402
 from veritee.attester.providers import SimulatedSnpProvider  # noqa: E402
-from veritee.broker.binding import HashAlgorithm, expected_report_data, primary_digest  # noqa: E402
 from veritee.broker.teekey import TeePublicKey  # noqa: E402
 from veritee.server.admin_auth import AdminKeyPair, mint_admin_token  # noqa: E402
 from veritee.server.bootstrap import init_data_dir  # noqa: E402
@@ -53,29 +51,6 @@ from veritee.tee.snp.sim import SimulatedSnpPlatform, load_platform, save_platfo
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 DURATION = float(os.environ.get("BENCH_SECONDS", "12"))
-
-
-async def flow(conns: list[Http11], i: int, provider: SimulatedSnpProvider,
-               key: ec.EllipticCurvePrivateKey, jwk: TeePublicKey) -> None:
-    """auth at one replica, attest at the next, resource back at the first."""
-    a, b = conns[i % len(conns)], conns[(i + 1) % len(conns)]
-    status, headers, data = await a.request(
-        "POST", "/kbs/v0/auth", b'{"version":"0.4.0","tee":"snp","extra-params":""}')
-    _check(status, data, "auth")
-    session = headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
-    nonce = json.loads(data)["nonce"]
-    evidence = provider.evidence(
-        expected_report_data(primary_digest(nonce, jwk, "", HashAlgorithm.SHA384), 64))
-    body = json.dumps({
-        "runtime-data": {"nonce": nonce, "tee-pubkey": jwk.canonical_jwk()},
-        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}).encode()
-    status, _, data = await b.request("POST", "/kbs/v0/attest", body, cookie=session)
-    _check(status, data, "attest")
-    status, _, data = await a.request(
-        "GET", "/kbs/v0/resource/default/load/secret", cookie=session)
-    _check(status, data, "resource")
-    if decrypt(json.loads(data), key) != SECRET:
-        raise RuntimeError("wrong secret")
 
 
 def clients(ports: list[int], platform_dir: str, guests: int, until: float,
@@ -92,7 +67,9 @@ def clients(ports: list[int], platform_dir: str, guests: int, until: float,
         while time.time() < until:
             t0 = time.perf_counter()
             try:
-                await flow(conns, i, provider, key, jwk)
+                # auth at one replica, attest at the next, resource back at the first
+                await one_flow(conns[i % len(conns)], provider, key, jwk, [],
+                               attest_at=conns[(i + 1) % len(conns)])
             except Exception as exc:  # counted and reported
                 errors.append(f"{type(exc).__name__}: {exc}")
                 conns = [Http11("127.0.0.1", p) for p in ports]

@@ -148,7 +148,9 @@ def _check(status: int, data: bytes, step: str) -> None:
 
 
 async def one_flow(http: Http11, provider: SimulatedSnpProvider, key: ec.EllipticCurvePrivateKey,
-                   jwk: TeePublicKey, request_latencies: list[float]) -> None:
+                   jwk: TeePublicKey, request_latencies: list[float],
+                   attest_at: Http11 | None = None) -> None:
+    """auth, attest (at ``attest_at`` when given: another replica), resource."""
     t = time.perf_counter()
     status, headers, data = await http.request(
         "POST", "/kbs/v0/auth", b'{"version":"0.4.0","tee":"snp","extra-params":""}')
@@ -167,7 +169,8 @@ async def one_flow(http: Http11, provider: SimulatedSnpProvider, key: ec.Ellipti
         .replace('"cert_chain": null', '"cert_chain": ' + _cert_chain_json(provider), 1)
         .encode())
     t = time.perf_counter()
-    status, _, data = await http.request("POST", "/kbs/v0/attest", body, cookie=session)
+    status, _, data = await (attest_at or http).request(
+        "POST", "/kbs/v0/attest", body, cookie=session)
     _check(status, data, "attest")
     request_latencies.append(time.perf_counter() - t)
     t = time.perf_counter()

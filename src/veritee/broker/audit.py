@@ -13,8 +13,9 @@ import json
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select, text
+from sqlalchemy import Connection, Select, Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from veritee.jcs import canonicalize
@@ -113,6 +114,16 @@ def _next_row(event: AuditEvent, now: int, last: tuple[object, ...] | None) -> A
     return replace(record, hash=_record_hash(prev, _fields(record)))
 
 
+def _newest(tenant: str) -> Select[Any]:
+    """(seq, hash) of the tenant's newest record (``_LAST_SQL`` for raw transactions)."""
+    return (
+        select(_AUDIT.c.seq, _AUDIT.c.hash)
+        .where(_AUDIT.c.tenant == tenant)
+        .order_by(_AUDIT.c.seq.desc())
+        .limit(1)
+    )
+
+
 def _lock_key(tenant: str) -> int:
     return _PG_AUDIT_LOCK ^ zlib.crc32(tenant.encode())
 
@@ -127,12 +138,7 @@ def append(conn: Session | Connection, event: AuditEvent, now: int) -> AuditReco
     dialect = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
     if dialect == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(event.tenant)})
-    last = conn.execute(
-        select(_AUDIT.c.seq, _AUDIT.c.hash)
-        .where(_AUDIT.c.tenant == event.tenant)
-        .order_by(_AUDIT.c.seq.desc())
-        .limit(1)
-    ).first()
+    last = conn.execute(_newest(event.tenant)).first()
     row = _next_row(event, now, None if last is None else tuple(last))
     conn.execute(insert(_AUDIT).values({c: getattr(row, c) for c in _COLUMNS}))
     return row
@@ -250,12 +256,7 @@ class Anchor:
 def head(db: Database, tenant: str = DEFAULT_TENANT) -> Anchor | None:
     """The newest record of a tenant's chain, to write down elsewhere."""
     with db.read() as session:
-        row = session.execute(
-            select(_AUDIT.c.seq, _AUDIT.c.hash)
-            .where(_AUDIT.c.tenant == tenant)
-            .order_by(_AUDIT.c.seq.desc())
-            .limit(1)
-        ).first()
+        row = session.execute(_newest(tenant)).first()
     return None if row is None else Anchor(tenant, int(row[0]), str(row[1]))
 
 
@@ -267,12 +268,7 @@ def check_anchor(db: Database, anchor: Anchor) -> str | None:
                 _AUDIT.c.tenant == anchor.tenant, _AUDIT.c.seq == anchor.seq
             )
         ).scalar()
-        last = session.execute(
-            select(_AUDIT.c.seq)
-            .where(_AUDIT.c.tenant == anchor.tenant)
-            .order_by(_AUDIT.c.seq.desc())
-            .limit(1)
-        ).scalar()
+        last = session.execute(_newest(anchor.tenant)).scalar()
     if found is None:
         ends = f"the chain ends at record {last}" if last is not None else "the chain is empty"
         return f"record {anchor.seq} is gone ({ends}): the log was truncated"

@@ -55,7 +55,7 @@ from veritee.broker.evidence import (
 )
 from veritee.broker.jwe import encrypt_for
 from veritee.broker.keyring import Keyring, SealedSecret, seal, unseal
-from veritee.broker.snapshot import AppraisalSnapshot, SnapshotCache
+from veritee.broker.snapshot import GENERATION_SQL, AppraisalSnapshot, SnapshotCache
 from veritee.broker.teekey import TeePublicKey
 from veritee.clock import utcnow
 from veritee.collateral import Fetcher
@@ -86,7 +86,6 @@ _INSERT_SESSION = (
     "INSERT INTO kbs_sessions (id, tenant, tee, nonce, hash_alg, selected_hash, created_at, "
     "expires_at, nonce_used, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT_GENERATION = "SELECT generation FROM config_generation WHERE id = 1"
 _SELECT_SESSION = (
     "SELECT id, tenant, tee, nonce, hash_alg, expires_at, nonce_used, token, "
     "(SELECT generation FROM config_generation WHERE id = 1) FROM kbs_sessions WHERE id = ?"
@@ -462,7 +461,7 @@ class KeyBroker:
         if bearer:
             token = bearer
             with self.db.tx(write=False) as tx:
-                row = tx.one(_SELECT_GENERATION)
+                row = tx.one(GENERATION_SQL)
             generation = int(row[0]) if row else 0
         else:
             session, generation = self._load_session(session_id)

@@ -15,7 +15,7 @@ import datetime as dt
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from veritee.appraisal import refvalues
@@ -30,14 +30,9 @@ from veritee.appraisal.builtin import (
 from veritee.appraisal.policy import RegoPolicy
 from veritee.appraisal.provenance import RowSeal
 from veritee.store.db import Database
-from veritee.store.models import ConfigGenerationRow, PolicyRow
+from veritee.store.models import PolicyRow
 
-GENERATION: Table = ConfigGenerationRow.__table__  # type: ignore[assignment]
-
-
-def read_generation(conn: Connection) -> int:
-    value = conn.execute(select(GENERATION.c.generation).where(GENERATION.c.id == 1)).scalar()
-    return int(value or 0)
+GENERATION_SQL = "SELECT generation FROM config_generation WHERE id = 1"
 
 
 @dataclass(frozen=True)
@@ -65,7 +60,7 @@ def load(db: Database, tenant: str, seal: RowSeal) -> AppraisalSnapshot:
     """Read everything in one transaction; the generation first, so the rows are at least
     as new as the number they are filed under."""
     with db.read() as s:
-        generation = read_generation(s.connection())
+        generation = int(s.execute(text(GENERATION_SQL)).scalar() or 0)
         attestation = _policy(
             s, tenant, "attestation", (DEFAULT_ATTESTATION_POLICY_ID, "default")
         ) or default_attestation_policy()
@@ -98,7 +93,3 @@ class SnapshotCache:
             if current is None or current.generation <= fresh.generation:
                 self._by_tenant[tenant] = fresh
         return fresh
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_tenant.clear()

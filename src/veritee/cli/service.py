@@ -116,6 +116,7 @@ def serve(
     import uvicorn
 
     from veritee.server.config import ServiceConfig
+    from veritee.server.hardening import MULTIPROCESS_ENV
 
     config = ServiceConfig.load(data_dir)
     bind = host or config.host
@@ -143,11 +144,11 @@ def serve(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     os.environ["VERITEE_DATA_DIR"] = str(data_dir.resolve())
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
         # Workers write their counters to files here; /metrics sums them (hardening.Metrics).
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="veritee-metrics-")
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="veritee-metrics-")
     if trust_simulator:
         os.environ["VERITEE_TRUST_SIMULATOR"] = "1"
     scheme = "https" if config.tls else "http"
@@ -414,12 +415,11 @@ def rv_reseal(
     Works on the database directly, also while the service runs (it picks the
     values up at once). Values the previous key did not seal stay refused.
     """
-    import datetime as dt
-
     from rich.table import Table
 
     from veritee.appraisal.ear import TokenSigner
     from veritee.broker import refstore
+    from veritee.clock import utcnow
     from veritee.server.bootstrap import open_token_signer
     from veritee.server.config import ServiceConfig
     from veritee.server.tenants import discover
@@ -440,7 +440,7 @@ def rv_reseal(
     table = Table(title="re-sealed reference values")
     for column in ("tenant", "re-sealed", "still refused"):
         table.add_column(column)
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()
     for tenant in ["default", *discover(data_dir)]:
         resealed, refused = refstore.reseal(db, old, new, tenant, admin="admin:cli", now=now)
         table.add_row(tenant, str(len(resealed)),

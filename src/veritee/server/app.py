@@ -40,7 +40,14 @@ from veritee.server.bootstrap import Service, open_service
 from veritee.server.config import FileKeyringConfig, FileTokenSignerConfig, ServiceConfig
 from veritee.server.guest import GuestApi, default_threads
 from veritee.server.hardening import EdgeMiddleware, Metrics, RateLimiter
-from veritee.server.kbs_errors import ERROR_TYPE, KbsHttpError, map_error
+from veritee.server.kbs_errors import (
+    KbsHttpError,
+    database_unavailable,
+    error_body,
+    map_error,
+    not_json,
+    too_large,
+)
 from veritee.server.openapi import spec
 from veritee.server.tenants import TenantPaths, TenantRegistry, tenant_of
 from veritee.store.models import DEFAULT_TENANT
@@ -50,8 +57,8 @@ log = logging.getLogger("veritee.server")
 TRUSTED_BUILDERS_DIR = "trusted-builders"
 
 
-def _error(status: int, variant: str, detail: str) -> JSONResponse:
-    return JSONResponse({"type": ERROR_TYPE + variant, "detail": detail}, status_code=status)
+def _error(status: int, variant: str, detail: str) -> Response:
+    return Response(error_body(variant, detail), status_code=status, media_type="application/json")
 
 
 def create_app(config: ServiceConfig, *, trust_simulator: bool | None = None) -> FastAPI:
@@ -130,7 +137,7 @@ def build_app(service: Service) -> FastAPI:
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise KbsHttpError(401, "SerdeError", "request body is not valid JSON") from None
+            raise not_json() from None
 
     def admin(request: Request) -> str:
         if config.insecure_allow_all:
@@ -153,11 +160,11 @@ def build_app(service: Service) -> FastAPI:
         return f"admin:{prefix}{identity.subject}"
 
     @app.exception_handler(KbsHttpError)
-    async def _kbs_error(_: Request, exc: KbsHttpError) -> JSONResponse:
+    async def _kbs_error(_: Request, exc: KbsHttpError) -> Response:
         return _error(exc.status, exc.variant, exc.detail)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
             return _error(404, "InvalidRequestPath", "no such endpoint")
         if exc.status_code == 405:
@@ -165,15 +172,14 @@ def build_app(service: Service) -> FastAPI:
         return _error(exc.status_code, "HTTPFailed", str(exc.detail))
 
     @app.exception_handler(DBAPIError)
-    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        # The transaction was rolled back; nothing was half-written. Clients retry.
-        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
-        response = _error(503, "StorageBackendInitialization", "database unavailable, retry later")
-        response.headers["retry-after"] = "1"
+    async def _database_down(_: Request, exc: DBAPIError) -> Response:
+        err = database_unavailable(exc)
+        response = _error(err.status, err.variant, err.detail)
+        response.headers["retry-after"] = str(err.retry_after)
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
+    async def _unexpected(_: Request, exc: Exception) -> Response:  # pragma: no cover
         log.exception("internal error")
         return _error(500, "PluginInternalError", "internal error (see server log)")
 
@@ -387,13 +393,13 @@ async def _sweep_sessions(service: Service, interval: float) -> None:
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
+        raise too_large(limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -26,7 +26,14 @@ from starlette.requests import cookie_parser
 from veritee.broker.kbs import KeyBroker
 from veritee.errors import VeriteeError
 from veritee.server.hardening import ASGIApp, Metrics, Receive, Scope, Send
-from veritee.server.kbs_errors import KbsHttpError, error_body, map_error
+from veritee.server.kbs_errors import (
+    KbsHttpError,
+    database_unavailable,
+    error_body,
+    map_error,
+    not_json,
+    too_large,
+)
 from veritee.store.models import DEFAULT_TENANT
 
 log = logging.getLogger("veritee.server")
@@ -78,10 +85,6 @@ class GuestApi:
         self._executor = (
             ThreadPoolExecutor(threads, thread_name_prefix="veritee-guest") if threads else None
         )
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -174,12 +177,7 @@ class GuestApi:
             log.info("refused %s: %s (%s)", area, exc.code, mapped.variant)
             raise mapped from None
         except DBAPIError as exc:
-            # The transaction was rolled back; nothing was half-written. Clients retry.
-            log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
-            raise KbsHttpError(
-                503, "StorageBackendInitialization", "database unavailable, retry later",
-                retry_after=1,
-            ) from None
+            raise database_unavailable(exc) from None
         except Exception:
             log.exception("internal error")
             raise KbsHttpError(
@@ -189,7 +187,7 @@ class GuestApi:
     async def _json_body(self, scope: Scope, receive: Receive) -> object:
         declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > self.max_body:
-            raise _too_large(self.max_body)
+            raise too_large(self.max_body)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -199,18 +197,14 @@ class GuestApi:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                raise _too_large(self.max_body)
+                raise too_large(self.max_body)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         try:
             return json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError):
-            raise KbsHttpError(401, "SerdeError", "request body is not valid JSON") from None
-
-
-def _too_large(limit: int) -> KbsHttpError:
-    return KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
+            raise not_json() from None
 
 
 def _header(scope: Scope, name: bytes) -> str:

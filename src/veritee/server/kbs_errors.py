@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+
+from sqlalchemy.exc import DBAPIError
 
 from veritee.errors import (
     AuthError,
@@ -19,6 +22,7 @@ from veritee.errors import (
 )
 
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
+log = logging.getLogger("veritee.server")
 
 
 class KbsHttpError(Exception):
@@ -38,6 +42,22 @@ class KbsHttpError(Exception):
 def error_body(variant: str, detail: str) -> bytes:
     doc = {"type": ERROR_TYPE + variant, "detail": detail}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def too_large(limit: int) -> KbsHttpError:
+    return KbsHttpError(413, "HTTPFailed", f"request body larger than {limit} bytes")
+
+
+def not_json() -> KbsHttpError:
+    return KbsHttpError(401, "SerdeError", "request body is not valid JSON")
+
+
+def database_unavailable(exc: DBAPIError) -> KbsHttpError:
+    """The transaction was rolled back; nothing was half-written. Clients retry."""
+    log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+    return KbsHttpError(
+        503, "StorageBackendInitialization", "database unavailable, retry later", retry_after=1
+    )
 
 
 def map_error(exc: VeriteeError, *, area: str, strict: bool) -> KbsHttpError:

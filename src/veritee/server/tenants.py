@@ -114,9 +114,6 @@ class TenantRegistry(Generic[B]):
                 self._scan(strict=False)
         return name in self._served
 
-    def hosted(self) -> list[str]:
-        return sorted(n for n in self._served if n != DEFAULT_TENANT)
-
     def broker(self, name: str) -> B:
         return self._served[name][0]
 
